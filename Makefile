@@ -1,0 +1,44 @@
+# devicefit: two set-up commands, `make demo` and `make test`, on a fresh clone with
+# only Python 3.11, gcc and make present. Both create .venv and install on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint typecheck imports unit venv clean subsets
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "devicefit needs Python 3.11, found " + sys.version' 
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/devicefit train --config configs/demo.toml
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks scripts
+
+imports: $(STAMP)
+	$(BIN)/lint-imports
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# pytest exits 5 when it collects nothing; that is not a failure of the suite.
+unit: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+test: lint imports typecheck unit
+
+# Rebuild the bundled data subsets from full copies (see scripts/make_subsets.py).
+subsets: $(STAMP)
+	$(BIN)/python scripts/make_subsets.py --data-dir ../shared/data
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
