@@ -98,7 +98,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table, got {value!r}")
         return dict(value)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         return from_dict(tp, value, prefix=key)  # type: ignore[arg-type]
@@ -155,7 +155,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     a bare word that is not valid TOML is taken as a string. Key validity is checked
     later by `from_dict`, which names unknown keys.
     """
-    out = json.loads(json.dumps(data))
+    out: dict[str, Any] = json.loads(json.dumps(data))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")

@@ -44,7 +44,8 @@ class ArrayDataset:
         if self.x.ndim != 4:
             raise DataError(f"{self.name}/{self.split}: x must be 4-D (N, C, H, W), got shape {self.x.shape}")
         if self.y.shape != (self.x.shape[0],):
-            raise DataError(f"{self.name}/{self.split}: y shape {self.y.shape} does not match x count {self.x.shape[0]}")
+            raise DataError(f"{self.name}/{self.split}: y shape {self.y.shape} does not match "
+                            f"x count {self.x.shape[0]}")
         if len(self.y) and (self.y.min() < 0 or self.y.max() >= len(self.classes)):
             raise DataError(f"{self.name}/{self.split}: labels must be in [0, {len(self.classes)}), "
                             f"got [{self.y.min()}, {self.y.max()}]")

@@ -71,7 +71,7 @@ class BatchLoader:
 
 def _random_crop(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
     """Zero-pad by `pad` on each side and crop back at a random offset per example."""
-    B, C, H, W = x.shape
+    B, _, H, W = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (B,), generator=g)
     dx = torch.randint(0, 2 * pad + 1, (B,), generator=g)

@@ -1,0 +1,66 @@
+"""Run directories: one folder per job holding its resolved config, log, records and artefacts.
+
+A run directory is claimed by writing `config.json`; reusing it with a different config
+is refused (never a silent overwrite), reusing it with the same config resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from devicefit import __version__
+from devicefit.core import ConfigError, DataError, atomic_write_json, read_json
+
+__all__ = ["claim_run_dir", "open_run_log"]
+
+_CONFIG = "config.json"
+
+
+def claim_run_dir(run_dir: Path, kind: str, config: dict[str, Any]) -> bool:
+    """Create or reuse `run_dir` for a `kind` job with `config`; True if it held this config already.
+
+    Raises ConfigError naming the differing keys when the folder holds another job.
+    """
+    path = run_dir / _CONFIG
+    stamp = {"kind": kind, "devicefit_version": __version__, "config": config}
+    if path.exists():
+        try:
+            old = read_json(path)
+        except DataError as e:
+            raise ConfigError(f"run directory {run_dir} has an unreadable {_CONFIG} ({e}); "
+                              "choose another --run-dir") from None
+        if old.get("kind") != kind or old.get("config") != config:
+            diff = _diff_keys(old.get("config", {}), config) or ["kind"]
+            raise ConfigError(f"run directory {run_dir} holds a different {old.get('kind')!r} run "
+                              f"(differs in: {', '.join(diff[:8])}); choose another --run-dir or delete it")
+        return True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, stamp)
+    return False
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def open_run_log(run_dir: Path) -> logging.Logger:
+    """The `devicefit.run` logger, appending to `<run_dir>/log.txt` (one handler per folder)."""
+    logger = logging.getLogger("devicefit.run")
+    logger.setLevel(logging.INFO)
+    target = str((run_dir / "log.txt").resolve())
+    for h in list(logger.handlers):
+        if isinstance(h, logging.FileHandler) and h.baseFilename != target:
+            logger.removeHandler(h)
+            h.close()
+    if not any(isinstance(h, logging.FileHandler) for h in logger.handlers):
+        handler = logging.FileHandler(target, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    return logger

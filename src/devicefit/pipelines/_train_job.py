@@ -1,0 +1,119 @@
+"""The train job: dataset + zoo model + training recipe → trained weights, test accuracy and cost.
+
+This is what `devicefit train` and (until the end-to-end pipeline lands) `make demo` run.
+Artefacts in the run directory: config.json, spec.json, log.txt, checkpoint.pt, model.pt, train.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devicefit.core import ArchSpec, RunRecord, atomic_write_json, check_range, machine_info, to_dict
+from devicefit.train import TrainConfig
+
+from ._run_dir import claim_run_dir, open_run_log
+
+__all__ = ["DataConfig", "ModelConfig", "TrainJobConfig", "default_run_dir", "run_train_job"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset to train on. `data_dir` None → `DEVICEFIT_DATA_DIR`, else the bundled subset.
+    `options` go to the loader (e.g. `features = "mfcc"` for fsdd). `val_fraction` of the train
+    split is held out for validation; the test split is only used for the final evaluation."""
+
+    name: str = "cifar10"
+    data_dir: str | None = None
+    val_fraction: float = 0.1
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_range("data.val_fraction", self.val_fraction, 0.0, 0.5, inclusive=True)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A zoo model by registry name; `params` override its defaults (e.g. `width_mult`).
+    `num_classes` and `input_shape` are taken from the dataset."""
+
+    name: str = "mobilenet_v2"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainJobConfig:
+    """A whole train job. `run_dir` None → `runs/<model>-<data>-<config hash>`."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    run_dir: str | None = None
+    weight_bits: int = 8
+    act_bits: int = 8
+
+
+def default_run_dir(cfg: TrainJobConfig) -> Path:
+    body = to_dict(dataclasses.replace(cfg, run_dir=None))
+    tag = ArchSpec("job", body).spec_id[:8]
+    return Path("runs") / f"{cfg.model.name}-{cfg.data.name}-{tag}"
+
+
+def run_train_job(cfg: TrainJobConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Train `cfg.model` on `cfg.data` and evaluate on the test split; return the metrics.
+
+    A finished run directory with the same config returns its stored metrics at once;
+    an interrupted one resumes from its last checkpoint.
+    """
+    from devicefit import data as D
+    from devicefit import models as M
+    from devicefit import train as T
+
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    config = to_dict(cfg)
+    claim_run_dir(run_dir, "train", config)
+    record_path = run_dir / "train.json"
+    if record_path.exists():
+        return {**RunRecord.load(record_path).metrics, "run_dir": str(run_dir), "cached": True}
+    log = open_run_log(run_dir)
+    started = time.perf_counter()
+    train_full = D.load_dataset(cfg.data.name, "train", cfg.data.data_dir, **cfg.data.options)
+    test = D.load_dataset(cfg.data.name, "test", cfg.data.data_dir, **cfg.data.options)
+    train, val = D.split_train_val(train_full, cfg.data.val_fraction, seed=cfg.train.seed)
+    log.info("data %s: %s; train %d / val %d / test %d", cfg.data.name, train_full.source, len(train), len(val),
+             len(test))
+    spec = M.default_spec(cfg.model.name, num_classes=train.num_classes, input_shape=train.input_shape,
+                          **cfg.model.params)
+    atomic_write_json(run_dir / "spec.json", spec.to_dict())
+    model = M.build(spec)
+    cost = M.cost(spec, weight_bits=cfg.weight_bits, act_bits=cfg.act_bits)
+    log.info("model %s: %d params, %d MACs", spec, cost.params, cost.macs)
+    augment = D.DATASETS.get(cfg.data.name).augment
+    result = T.fit(model, train, cfg.train, val_ds=val if len(val) else None, run_dir=run_dir,
+                   augment_default=augment, progress=progress, log=log.info)
+    test_metrics = T.evaluate(model, test, batch_size=cfg.train.eval_batch_size)
+    metrics = {
+        "model": str(spec),
+        "spec": spec.to_dict(),
+        "data_source": train_full.source,
+        "n_train": len(train), "n_val": len(val), "n_test": len(test),
+        "test_accuracy": test_metrics["accuracy"],
+        "test_loss": test_metrics["loss"],
+        "val_accuracy": result.history[-1].get("val_acc") if result.history else None,
+        "train_seconds": result.train_seconds,
+        "job_seconds": time.perf_counter() - started,
+        "params": cost.params,
+        "macs": cost.macs,
+        "param_bytes": cost.param_bytes,
+        "weight_bits": cfg.weight_bits,
+        "peak_activation_bytes": cost.peak_activation_bytes,
+        "act_bits": cfg.act_bits,
+        "history": result.history,
+    }
+    RunRecord("train", config, metrics, {"model": "model.pt", "spec": "spec.json", "log": "log.txt"},
+              machine_info()).save(run_dir)
+    log.info("test accuracy %.4f", test_metrics["accuracy"])
+    return {**metrics, "run_dir": str(run_dir), "cached": False}
