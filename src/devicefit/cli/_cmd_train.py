@@ -30,7 +30,7 @@ class TrainCommand:
                      ("data.data_dir", args.data_dir), ("run_dir", args.run_dir))
         extra = [f"{key}={json.dumps(value)}" for key, value in shortcuts if value is not None]
         cfg = resolve_config(TrainJobConfig, args, extra)
-        m = run_train_job(cfg, progress=out.progress)
+        m = run_train_job(cfg, progress=out.progress, echo=out.say if out.progress else None)
         summarize(m, out)
         return 0
 

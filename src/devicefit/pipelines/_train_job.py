@@ -1,13 +1,15 @@
 """The train job: dataset + zoo model + training recipe → trained weights, test accuracy and cost.
 
 This is what `devicefit train` and (until the end-to-end pipeline lands) `make demo` run.
-Artefacts in the run directory: config.json, spec.json, log.txt, checkpoint.pt, model.pt, train.json.
+Artefacts in the run directory: config.json, spec.json, log.txt, checkpoint.pt, model.pt, train.json
+(the loop's record) and job.json (test accuracy, cost, data source, history).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,9 @@ from devicefit.train import TrainConfig
 
 from ._run_dir import claim_run_dir, open_run_log
 
-__all__ = ["DataConfig", "ModelConfig", "TrainJobConfig", "default_run_dir", "run_train_job"]
+__all__ = ["JOB_STAGE", "DataConfig", "ModelConfig", "TrainJobConfig", "default_run_dir", "run_train_job"]
+
+JOB_STAGE = "job"  # <run_dir>/job.json: the job's metrics; train.json is the training loop's own record
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,13 @@ def default_run_dir(cfg: TrainJobConfig) -> Path:
     return Path("runs") / f"{cfg.model.name}-{cfg.data.name}-{tag}"
 
 
-def run_train_job(cfg: TrainJobConfig, *, progress: bool = True) -> dict[str, Any]:
+def run_train_job(cfg: TrainJobConfig, *, progress: bool = True,
+                  echo: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train `cfg.model` on `cfg.data` and evaluate on the test split; return the metrics.
 
-    A finished run directory with the same config returns its stored metrics at once;
-    an interrupted one resumes from its last checkpoint.
+    A finished run directory with the same config returns its stored metrics (`job.json`) at
+    once; an interrupted one resumes from its last checkpoint. Log lines go to
+    `<run_dir>/log.txt` and, when given, to `echo`.
     """
     from devicefit import data as D
     from devicefit import models as M
@@ -75,25 +81,31 @@ def run_train_job(cfg: TrainJobConfig, *, progress: bool = True) -> dict[str, An
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
     config = to_dict(cfg)
     claim_run_dir(run_dir, "train", config)
-    record_path = run_dir / "train.json"
+    record_path = run_dir / f"{JOB_STAGE}.json"
     if record_path.exists():
         return {**RunRecord.load(record_path).metrics, "run_dir": str(run_dir), "cached": True}
-    log = open_run_log(run_dir)
+    logger = open_run_log(run_dir)
+
+    def log(fmt: str, *args: Any) -> None:
+        logger.info(fmt, *args)
+        if echo is not None:
+            echo(fmt % args)
+
     started = time.perf_counter()
     train_full = D.load_dataset(cfg.data.name, "train", cfg.data.data_dir, **cfg.data.options)
     test = D.load_dataset(cfg.data.name, "test", cfg.data.data_dir, **cfg.data.options)
     train, val = D.split_train_val(train_full, cfg.data.val_fraction, seed=cfg.train.seed)
-    log.info("data %s: %s; train %d / val %d / test %d", cfg.data.name, train_full.source, len(train), len(val),
+    log("data %s: %s; train %d / val %d / test %d", cfg.data.name, train_full.source, len(train), len(val),
              len(test))
     spec = M.default_spec(cfg.model.name, num_classes=train.num_classes, input_shape=train.input_shape,
                           **cfg.model.params)
     atomic_write_json(run_dir / "spec.json", spec.to_dict())
     model = M.build(spec)
     cost = M.cost(spec, weight_bits=cfg.weight_bits, act_bits=cfg.act_bits)
-    log.info("model %s: %d params, %d MACs", spec, cost.params, cost.macs)
+    log("model %s: %d params, %d MACs", spec, cost.params, cost.macs)
     augment = D.DATASETS.get(cfg.data.name).augment
     result = T.fit(model, train, cfg.train, val_ds=val if len(val) else None, run_dir=run_dir,
-                   augment_default=augment, progress=progress, log=log.info)
+                   augment_default=augment, progress=progress, log=log)
     test_metrics = T.evaluate(model, test, batch_size=cfg.train.eval_batch_size)
     metrics = {
         "model": str(spec),
@@ -102,7 +114,7 @@ def run_train_job(cfg: TrainJobConfig, *, progress: bool = True) -> dict[str, An
         "n_train": len(train), "n_val": len(val), "n_test": len(test),
         "test_accuracy": test_metrics["accuracy"],
         "test_loss": test_metrics["loss"],
-        "val_accuracy": result.history[-1].get("val_acc") if result.history else None,
+        "val_accuracy": result.history[-1].val_acc if result.history else None,
         "train_seconds": result.train_seconds,
         "job_seconds": time.perf_counter() - started,
         "params": cost.params,
@@ -111,9 +123,9 @@ def run_train_job(cfg: TrainJobConfig, *, progress: bool = True) -> dict[str, An
         "weight_bits": cfg.weight_bits,
         "peak_activation_bytes": cost.peak_activation_bytes,
         "act_bits": cfg.act_bits,
-        "history": result.history,
+        "history": [h.to_dict() for h in result.history],
     }
-    RunRecord("train", config, metrics, {"model": "model.pt", "spec": "spec.json", "log": "log.txt"},
+    RunRecord(JOB_STAGE, config, metrics, {"model": "model.pt", "spec": "spec.json", "log": "log.txt"},
               machine_info()).save(run_dir)
-    log.info("test accuracy %.4f", test_metrics["accuracy"])
+    log("test accuracy %.4f", test_metrics["accuracy"])
     return {**metrics, "run_dir": str(run_dir), "cached": False}
