@@ -65,12 +65,15 @@ class ArrayDataset:
         return len(self.classes)
 
     def subset(self, indices: np.ndarray, split: str | None = None) -> ArrayDataset:
-        """A new dataset holding `indices` (copied arrays, same metadata)."""
+        """A new dataset holding `indices` (copied arrays). Per-example arrays in `meta`
+        (leading dimension N, e.g. FSDD `take_index`) are indexed too; other meta is shared."""
         idx = np.asarray(indices, dtype=np.int64)
+        meta = {k: v[idx] if isinstance(v, np.ndarray) and v.shape[:1] == (len(self),) else v
+                for k, v in self.meta.items()}
         return ArrayDataset(
             name=self.name, split=split or self.split, x=self.x[idx], y=self.y[idx], classes=self.classes,
             source=self.source, mean=self.mean, std=self.std,
-            groups=None if self.groups is None else self.groups[idx], meta=dict(self.meta),
+            groups=None if self.groups is None else self.groups[idx], meta=meta,
         )
 
 

@@ -10,7 +10,7 @@ from devicefit.core import ConfigError, DataError
 
 from ._dataset import ArrayDataset
 
-__all__ = ["calibration_split", "split_train_val", "subset"]
+__all__ = ["calibration_split", "split_train_val"]
 
 
 def _check_train(ds: ArrayDataset, what: str) -> None:
@@ -19,16 +19,6 @@ def _check_train(ds: ArrayDataset, what: str) -> None:
     if ds.split == "test" or "test" in ds.split.split("/"):
         raise DataError(f"{what} draws only from a train split; got {ds.name} split {ds.split!r} "
                         f"(the test split is for the final held-out report)")
-
-
-def subset(ds: ArrayDataset, indices: np.ndarray, split: str) -> ArrayDataset:
-    """`ds.subset` that also indexes per-example meta arrays (e.g. FSDD `take_index`)."""
-    idx = np.asarray(indices, dtype=np.int64)
-    out = ds.subset(idx, split=split)
-    for key, value in ds.meta.items():
-        if isinstance(value, np.ndarray) and value.shape[:1] == (len(ds),):
-            out.meta[key] = value[idx]
-    return out
 
 
 def _stratified_pick(y: np.ndarray, fraction: float, rng: np.random.Generator, stratify: bool) -> np.ndarray:
@@ -59,7 +49,7 @@ def split_train_val(ds: ArrayDataset, val_fraction: float = 0.1, seed: int = 0,
     if val_fraction > 0 and (len(val_idx) == 0 or len(val_idx) == len(ds)):
         raise DataError(f"val_fraction={val_fraction} of {len(ds)} examples leaves an empty train or val set")
     train_idx = np.setdiff1d(np.arange(len(ds)), val_idx, assume_unique=True)
-    return subset(ds, train_idx, "train"), subset(ds, val_idx, "val")
+    return ds.subset(train_idx, "train"), ds.subset(val_idx, "val")
 
 
 def calibration_split(ds: ArrayDataset, n: int, seed: int = 0) -> ArrayDataset:
@@ -73,7 +63,7 @@ def calibration_split(ds: ArrayDataset, n: int, seed: int = 0) -> ArrayDataset:
         raise ConfigError(f"n must be an int in 1..{len(ds)} (the size of {ds.name}/{ds.split}), got {n!r}")
     rng = np.random.default_rng(seed)
     order = _round_robin_by_class(ds.y, rng)
-    return subset(ds, np.sort(order[:n]), "calibration")
+    return ds.subset(np.sort(order[:n]), "calibration")
 
 
 def _round_robin_by_class(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
