@@ -1,3 +1,5 @@
-"""Device targets, profilers, cost and latency models (issue #3 fills this layer)."""
+"""Device targets, profilers, cost and latency models, and the measured NAS tables."""
 
-__all__: list[str] = []
+from ._encoding import ENCODINGS, FBNET, NB201, CellEncoding, get_encoding
+
+__all__ = ["ENCODINGS", "FBNET", "NB201", "CellEncoding", "get_encoding"]
