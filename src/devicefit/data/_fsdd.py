@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import zipfile
-import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -16,6 +14,7 @@ import numpy as np
 
 from devicefit.core import ConfigError, DataError, check_choice
 
+from ._archive import member_reader, open_zip
 from ._audio import fix_length, log_mel, mfcc, read_wav
 from ._cache import cached_arrays
 from ._dataset import ArrayDataset, DatasetInfo, register_dataset
@@ -44,27 +43,14 @@ def _skipped(name: str) -> bool:
 
 def _zip_clips(path: Path) -> list[_Clip]:
     """Files of a zip at its top level or inside a `recordings/` folder."""
-    try:
-        zf = zipfile.ZipFile(path)
-        infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise DataError(f"{path}: not a readable zip archive ({e}); re-copy or re-download it") from None
+    zf, infos = open_zip(path)
     clips = []
     for info in infos:
         p = PurePosixPath(info.filename)
         in_scope = len(p.parts) == 1 or p.parent.name == "recordings"
         if not info.is_dir() and in_scope and not _skipped(p.name):
-            clips.append((p.name, f"{path}:{info.filename}", _zip_reader(zf, path, info.filename)))
+            clips.append((p.name, f"{path}:{info.filename}", member_reader(zf, path, info.filename)))
     return clips
-
-
-def _zip_reader(zf: zipfile.ZipFile, path: Path, member: str) -> Callable[[], bytes]:
-    def read() -> bytes:
-        try:
-            return zf.read(member)
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
-            raise DataError(f"{path}: member {member} is corrupt ({e}); re-copy or re-download the archive") from None
-    return read
 
 
 def _folder_clips(folder: Path) -> list[_Clip]:

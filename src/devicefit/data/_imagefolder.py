@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
@@ -16,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from devicefit.core import ConfigError, DataError, check_choice
 
+from ._archive import member_reader, open_zip
 from ._cache import cached_arrays
 from ._dataset import ArrayDataset, DatasetInfo, register_dataset
 
@@ -31,26 +31,14 @@ _Item = tuple[str, str, Callable[[], bytes]]
 
 def _zip_items(zip_path: Path, split: str) -> tuple[list[_Item], zipfile.ZipFile]:
     """Image members `[...]/<split>/<class>/<file>` of a zip, sorted by class then name."""
-    try:
-        zf = zipfile.ZipFile(zip_path)
-        names = zf.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise DataError(f"{zip_path}: not a readable zip archive ({e}); re-copy or re-download it") from None
+    zf, infos = open_zip(zip_path)
+    names = [info.filename for info in infos]
     items = []
     for name in sorted(names):
         parts = PurePosixPath(name).parts
         if len(parts) >= 3 and parts[-3] == split and name.lower().endswith(IMAGE_SUFFIXES):
-            items.append((parts[-2], f"{zip_path}:{name}", _zip_reader(zf, zip_path, name)))
+            items.append((parts[-2], f"{zip_path}:{name}", member_reader(zf, zip_path, name)))
     return sorted(items, key=lambda it: (it[0], it[1])), zf
-
-
-def _zip_reader(zf: zipfile.ZipFile, zip_path: Path, name: str) -> Callable[[], bytes]:
-    def read() -> bytes:
-        try:
-            return zf.read(name)
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
-            raise DataError(f"{zip_path}: member {name} is corrupt ({e}); re-copy or re-download the archive") from None
-    return read
 
 
 def _dir_items(split_dir: Path) -> list[_Item]:
