@@ -20,7 +20,7 @@ from devicefit.core import DataError
 from ._cache import cached_arrays
 from ._dataset import ArrayDataset, DatasetInfo, register_dataset
 from ._imagefolder import cached_class_tree
-from ._paths import Located, bundled_dir, bundled_source, first_existing, locate, resolve_data_dir
+from ._paths import Located, bundled_dir, find_dataset, first_existing
 
 __all__ = ["CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "load_cifar10", "read_cifar_batch"]
 
@@ -136,13 +136,8 @@ def load_cifar10(split: str = "train", data_dir: str | os.PathLike[str] | None =
 
     Reads from `data_dir` (or `$DEVICEFIT_DATA_DIR`) when set, else the bundled 5,000/1,000 JPEG subset.
     """
-    root = resolve_data_dir(data_dir)
-    if root is None:
-        found = Located("jpeg", bundled_dir("cifar10") / f"{split}.zip")
-        source = bundled_source("cifar10", "CIFAR-10 (JPEG)")
-    else:
-        found = locate("cifar10", root, _SUBDIRS, _probe(split), _EXPECTED)
-        source = str(found.path)
+    found, source = find_dataset("cifar10", data_dir, Located("jpeg", bundled_dir("cifar10") / f"{split}.zip"),
+                                 "CIFAR-10 (JPEG)", _SUBDIRS, _probe(split), _EXPECTED)
     x, y, cache_path = _read(found, split)
     return ArrayDataset(name="cifar10", split=split, x=x, y=y, classes=CIFAR10_CLASSES, source=source,
                         mean=CIFAR10_MEAN, std=CIFAR10_STD, meta={"format": found.kind, "cache_path": cache_path})

@@ -18,7 +18,7 @@ from ._archive import member_reader, open_zip
 from ._audio import fix_length, log_mel, mfcc, read_wav
 from ._cache import cached_arrays
 from ._dataset import ArrayDataset, DatasetInfo, register_dataset
-from ._paths import Located, bundled_dir, bundled_source, locate, resolve_data_dir
+from ._paths import Located, bundled_dir, find_dataset
 
 __all__ = ["FSDD_SPEAKERS", "WAV_NAME", "load_fsdd", "read_fsdd_clips"]
 
@@ -123,13 +123,8 @@ def load_fsdd(split: str = "train", data_dir: str | os.PathLike[str] | None = No
     value each, computed from the train split's features.
     """
     _check_options(split, features, n_mfcc, split_by)
-    root = resolve_data_dir(data_dir)
-    if root is None:
-        found = Located("zip", bundled_dir("fsdd") / "recordings.zip")
-        source = bundled_source("fsdd", "FSDD (Free Spoken Digit Dataset)")
-    else:
-        found = locate("fsdd", root, _SUBDIRS, _probe, _EXPECTED)
-        source = str(found.path)
+    found, source = find_dataset("fsdd", data_dir, Located("zip", bundled_dir("fsdd") / "recordings.zip"),
+                                 "FSDD (Free Spoken Digit Dataset)", _SUBDIRS, _probe, _EXPECTED)
     options = {"features": features, "n_mfcc": n_mfcc if features == "mfcc" else None}
 
     def build() -> dict[str, np.ndarray]:

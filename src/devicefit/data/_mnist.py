@@ -16,7 +16,7 @@ import numpy as np
 from devicefit.core import DataError
 
 from ._dataset import ArrayDataset, DatasetInfo, register_dataset
-from ._paths import Located, bundled_dir, bundled_source, locate, resolve_data_dir
+from ._paths import Located, bundled_dir, find_dataset
 
 __all__ = ["MNIST_CLASSES", "MNIST_MEAN", "MNIST_STD", "load_mnist", "read_idx"]
 
@@ -107,13 +107,8 @@ def load_mnist(split: str = "train", data_dir: str | os.PathLike[str] | None = N
 
     Reads from `data_dir` (or `$DEVICEFIT_DATA_DIR`) when set, else the bundled 10,000/2,000 subset.
     """
-    root = resolve_data_dir(data_dir)
-    if root is None:
-        found = Located("npz", bundled_dir("mnist") / "mnist.npz")
-        source = bundled_source("mnist", "MNIST")
-    else:
-        found = locate("mnist", root, _SUBDIRS, _probe, _EXPECTED)
-        source = str(found.path)
+    found, source = find_dataset("mnist", data_dir, Located("npz", bundled_dir("mnist") / "mnist.npz"), "MNIST",
+                                 _SUBDIRS, _probe, _EXPECTED)
     x, y = _read_npz_split(found.path, split) if found.kind == "npz" else _read_idx_split(found.path, split)
     if len(y) and int(y.max()) > 9:
         raise DataError(f"{found.path}: MNIST labels must be in 0..9, got max {int(y.max())}")

@@ -20,6 +20,7 @@ __all__ = [
     "bundled_manifest",
     "bundled_source",
     "cache_dir",
+    "find_dataset",
     "locate",
     "resolve_data_dir",
 ]
@@ -99,6 +100,18 @@ def locate(name: str, data_dir: Path, subdirs: Iterable[str], probe: Callable[[P
         if folder.is_dir() and (found := probe(folder)) is not None:
             return found
     raise missing_dataset_error(name, tried, expected)
+
+
+def find_dataset(name: str, data_dir: str | os.PathLike[str] | None, bundled: Located, title: str,
+                 subdirs: Iterable[str], probe: Callable[[Path], Located | None],
+                 expected: str = "") -> tuple[Located, str]:
+    """Where to read dataset `name` from, and the `source` text saying so: the data dir (argument,
+    else `$DEVICEFIT_DATA_DIR`) searched with `locate`, or, without one, the `bundled` copy."""
+    root = resolve_data_dir(data_dir)
+    if root is None:
+        return bundled, bundled_source(name, title)
+    found = locate(name, root, subdirs, probe, expected)
+    return found, str(found.path)
 
 
 def missing_dataset_error(name: str, tried: list[Path], expected: str = "") -> DataError:
