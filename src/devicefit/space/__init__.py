@@ -1,3 +1,32 @@
-"""space stage: lands with its issue; present so the layer contract is checked from day one."""
+"""Search spaces: the `Space` contract and registry, and the table-backed NAS-Bench-201 and FBNet spaces."""
 
-__all__: list[str] = []
+from ._base import MAX_ENUMERATE, SPACES, CellSpace, Space, get_space, list_spaces, register_space
+from ._fbnet import FBNET_STAGES, FBNetBlock, FBNetNetwork, FBNetSpace, build_fbnet, layer_shapes
+from ._nb201 import EDGES, NB201Cell, NB201Network, NB201Space, arch_str, build_nb201, live_edges, prune_dead
+from ._tabular import ACCURACY_DATASETS, TabularSpace
+
+__all__ = [
+    "ACCURACY_DATASETS",
+    "EDGES",
+    "FBNET_STAGES",
+    "MAX_ENUMERATE",
+    "SPACES",
+    "CellSpace",
+    "FBNetBlock",
+    "FBNetNetwork",
+    "FBNetSpace",
+    "NB201Cell",
+    "NB201Network",
+    "NB201Space",
+    "Space",
+    "TabularSpace",
+    "arch_str",
+    "build_fbnet",
+    "build_nb201",
+    "get_space",
+    "layer_shapes",
+    "list_spaces",
+    "live_edges",
+    "prune_dead",
+    "register_space",
+]
