@@ -39,7 +39,7 @@ class Entry:
 
 
 _CIFAR_ZOO = [("mobilenet_v1", {"width_mult": 0.25}), ("mobilenet_v2", {"width_mult": 0.35}),
-              ("mcunet", {}), ("resnet8", {}), ("resnet20", {}), ("dscnn", {})]
+              ("mcunet", {}), ("shufflenet_v2", {}), ("resnet8", {}), ("resnet20", {}), ("dscnn", {})]
 _AUDIO = {"features": "mfcc"}
 _AUDIO_TRAIN = {"batch_size": 64, "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.01}
 
@@ -69,8 +69,11 @@ def run_entry(entry: Entry, data_dir: str | None) -> dict[str, Any]:
              for h, t in zip(m["history"], _cumulative(h["seconds"] for h in m["history"]), strict=True)]
     keep = ("data_source", "n_train", "n_val", "n_test", "test_accuracy", "params", "macs", "param_bytes",
             "peak_activation_bytes", "train_seconds")
-    return {"entry": entry.name, "model": m["model"], "dataset": entry.data, "epochs": entry.epochs,
-            **{k: m[k] for k in keep}, "curve": curve}
+    row = {"entry": entry.name, "model": m["model"], "dataset": entry.data, "epochs": entry.epochs,
+           **{k: m[k] for k in keep}, "curve": curve}
+    if data_dir:  # say "<data-dir>/..." rather than this machine's path
+        row["data_source"] = row["data_source"].replace(str(Path(data_dir).resolve()), "<data-dir>")
+    return row
 
 
 def _cumulative(values: Any) -> list[float]:

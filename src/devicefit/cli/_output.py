@@ -38,11 +38,14 @@ class Output:
         from rich.table import Table
 
         t = Table(title=title, title_justify="left")
-        for h in headers:
-            t.add_column(h)
+        for i, h in enumerate(headers):
+            t.add_column(h, no_wrap=i < len(headers) - 1)
         for r in rows:
             t.add_row(*("—" if v is None else str(v) for v in r))
-        Console().print(t)
+        console = Console()
+        if not console.is_terminal:  # piped: don't squeeze tables into 80 columns
+            console = Console(width=200)
+        console.print(t)
 
     def set_result(self, **items: Any) -> None:
         self.result.update(items)
