@@ -1,7 +1,6 @@
 """Table lookups for spaces with measured benchmarks: accuracy, latency and the constrained oracle.
 
-The tables live in `devicefit.hardware` (imported lazily, so this module loads without them); their loaders
-cache parsed tables, so repeated lookups are cheap.
+The tables live in `devicefit.hardware`; their loaders cache parsed tables, so repeated lookups are cheap.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from devicefit.core import ArchSpec, BudgetError, ConfigError, check_choice, check_positive
+from devicefit.hardware import load_accuracy_table, load_latency_table
 
 __all__ = ["ACCURACY_DATASETS", "TabularSpace"]
 
@@ -25,24 +25,12 @@ ACCURACY_DATASETS = {
 DataDir = str | os.PathLike[str] | None
 
 
-def _tables() -> Any:
-    """The module with `load_latency_table`/`load_accuracy_table`: imported on first use, so that the spaces
-    load even where the table code is absent; the public `devicefit.hardware` names win once exported."""
-    import devicefit.hardware as hardware
-
-    if hasattr(hardware, "load_latency_table"):
-        return hardware
-    from devicefit.hardware import _tables as tables
-
-    return tables
-
-
 def _load_latency(family: str, data_dir: DataDir) -> Any:
-    return _tables().load_latency_table(family, data_dir=data_dir)
+    return load_latency_table(family, data_dir=data_dir)
 
 
 def _load_accuracy(family: str, data_dir: DataDir) -> Any:
-    return _tables().load_accuracy_table(family, data_dir=data_dir)
+    return load_accuracy_table(family, data_dir=data_dir)
 
 
 class TabularSpace:

@@ -1,0 +1,207 @@
+"""The profile job: sample architectures of a space, measure each on a host target, fit the latency
+predictors and validate them on held-out architectures — the loop a user runs for their own device.
+
+Run directory: config.json, log.txt, measurements.jsonl (one line per measured architecture, appended
+as it is measured, so a killed run resumes without re-measuring), predictors/<kind>.json, profile.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from devicefit.core import ArchSpec, ConfigError, RunRecord, check_positive, check_range, machine_info, to_dict
+
+from ._run_dir import claim_run_dir, open_run_log
+
+__all__ = ["PROFILE_STAGE", "ProfileJobConfig", "latency_samples", "make_predictor", "run_profile_job"]
+
+PROFILE_STAGE = "profile"
+_MEASUREMENTS = "measurements.jsonl"
+
+
+@dataclass(frozen=True)
+class ProfileJobConfig:
+    """Profile `n` architectures of `space` on `target` and fit `predictors`.
+
+    Latency per architecture: median of `repeats` timed runs after `warmup`, in up to `rounds`
+    rounds until the coefficient of variation is ≤ `max_cv` (else flagged unstable). `test_fraction`
+    of the measured architectures is held out to validate the predictors. `build` holds extra
+    builder arguments of the space (e.g. `C`, `N` for nb201). `data_dir` locates the measured
+    tables the `transfer` predictor uses as its prior.
+    """
+
+    space: str = "nb201"
+    target: str = "host-ort"
+    n: int = 300
+    seed: int = 0
+    repeats: int = 30
+    warmup: int = 5
+    rounds: int = 3
+    threads: int | None = None
+    max_cv: float = 0.05
+    num_classes: int = 10
+    input_shape: tuple[int, ...] = (3, 32, 32)
+    build: dict[str, Any] = field(default_factory=dict)
+    test_fraction: float = 0.3
+    predictors: tuple[str, ...] = ("lut", "mlp", "gbdt", "transfer")
+    data_dir: str | None = None
+    run_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        check_positive("n", self.n)
+        check_positive("repeats", self.repeats)
+        check_positive("rounds", self.rounds)
+        check_range("test_fraction", self.test_fraction, 0.0, 1.0)
+        if self.n * (1 - self.test_fraction) < 10:
+            raise ConfigError(f"n={self.n} with test_fraction={self.test_fraction} leaves fewer than 10 "
+                              "architectures to fit predictors on; raise n")
+
+
+def run_profile_job(cfg: ProfileJobConfig, *, progress: bool = True,
+                    echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure, fit, validate; return the summary (also saved as `profile.json`)."""
+    from devicefit import hardware as H
+    from devicefit import space as S
+
+    space = S.get_space(cfg.space)
+    target = H.get_target(cfg.target)
+    if target.kind != "host":
+        raise ConfigError(f"target must be a host target that can be measured here (host-ort, host-torch); "
+                          f"{target.name!r} is a {target.kind} target")
+    run_dir = Path(cfg.run_dir or f"runs/profile-{cfg.space}-{cfg.target}-n{cfg.n}-s{cfg.seed}")
+    claim_run_dir(run_dir, "profile", to_dict(cfg))
+    logger = open_run_log(run_dir)
+
+    def log(text: str) -> None:
+        logger.info(text)
+        if echo is not None:
+            echo(text)
+
+    specs = _sample_distinct(space, cfg.n, cfg.seed)
+    rows = _measure_all(space, specs, cfg, run_dir, progress=progress, log=log)
+    summary = _fit_and_validate(rows, cfg, run_dir, log)
+    RunRecord(PROFILE_STAGE, to_dict(cfg), summary, {"measurements": _MEASUREMENTS, "log": "log.txt"},
+              machine_info()).save(run_dir)
+    return {**summary, "run_dir": str(run_dir)}
+
+
+def _sample_distinct(space: Any, n: int, seed: int) -> list[ArchSpec]:
+    """`n` distinct architectures drawn with a seeded generator (fails if the space is smaller)."""
+    if n > space.size:
+        raise ConfigError(f"n={n} is larger than the {space.name} space ({space.size} architectures)")
+    rng = np.random.default_rng(seed)
+    seen: dict[ArchSpec, None] = {}
+    while len(seen) < n:
+        seen.setdefault(space.sample(rng), None)
+    return list(seen)
+
+
+def _load_rows(path: Path) -> dict[str, dict[str, Any]]:
+    """Measurements already on disk, by spec JSON; a torn last line (killed mid-write) is dropped."""
+    rows: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return rows
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        rows[json.dumps(row["spec"], sort_keys=True)] = row
+    return rows
+
+
+def _measure_all(space: Any, specs: list[ArchSpec], cfg: ProfileJobConfig, run_dir: Path, *, progress: bool,
+                 log: Callable[[str], None]) -> list[dict[str, Any]]:
+    from rich.progress import Progress
+
+    from devicefit import hardware as H
+
+    path = run_dir / _MEASUREMENTS
+    done = _load_rows(path)
+    todo = [s for s in specs if json.dumps(s.to_dict(), sort_keys=True) not in done]
+    log(f"{len(specs) - len(todo)} of {len(specs)} architectures already measured; measuring {len(todo)} "
+        f"on {cfg.target}")
+    with Progress(disable=not progress) as bar, path.open("a", encoding="utf-8") as out:
+        task = bar.add_task(f"measuring on {cfg.target}", total=len(todo))
+        for spec in todo:
+            model = space.build(spec, num_classes=cfg.num_classes, input_shape=tuple(cfg.input_shape), **cfg.build)
+            res = H.measure_latency(model, cfg.target, input_shape=tuple(cfg.input_shape), repeats=cfg.repeats,
+                                    warmup=cfg.warmup, threads=cfg.threads, rounds=cfg.rounds, max_cv=cfg.max_cv)
+            row = {"spec": spec.to_dict(), "latency_ms": res.median_ms, "p10_ms": res.p10_ms, "p90_ms": res.p90_ms,
+                   "cv": res.cv, "stable": res.stable, "method": res.measurement.method}
+            out.write(json.dumps(row, sort_keys=True) + "\n")
+            out.flush()  # one whole line per architecture: a kill loses at most the one in flight
+            done[json.dumps(row["spec"], sort_keys=True)] = row
+            bar.advance(task)
+    return [done[json.dumps(s.to_dict(), sort_keys=True)] for s in specs]
+
+
+def _fit_and_validate(rows: list[dict[str, Any]], cfg: ProfileJobConfig, run_dir: Path,
+                      log: Callable[[str], None]) -> dict[str, Any]:
+    from devicefit import hardware as H
+
+    specs = [ArchSpec.from_dict(r["spec"]) for r in rows]
+    y = np.array([r["latency_ms"] for r in rows], dtype=np.float64)
+    cvs = np.array([r["cv"] for r in rows])
+    order = np.random.default_rng(cfg.seed + 1).permutation(len(specs))
+    n_test = max(1, round(cfg.test_fraction * len(specs)))
+    test, train = order[:n_test], order[n_test:]
+    results: dict[str, Any] = {}
+    for kind in cfg.predictors:
+        started = time.perf_counter()
+        predictor = make_predictor(kind, cfg.space, data_dir=cfg.data_dir)
+        predictor.fit([specs[i] for i in train], y[train])
+        pred = predictor.predict([specs[i] for i in test])
+        metrics = H.evaluate_predictions(y[test], pred)
+        predictor.save(run_dir / "predictors" / f"{kind}.json")
+        results[kind] = {**metrics, "fit_seconds": time.perf_counter() - started}
+        log(f"{kind:9s} within ±10%: {100 * metrics['within_10']:.1f}%  Spearman {metrics['spearman']:.3f}  "
+            f"MAPE {100 * metrics['mape']:.1f}%")
+    return {
+        "n_measured": len(rows), "n_train": len(train), "n_test": len(test),
+        "latency_ms": {"min": float(y.min()), "median": float(np.median(y)), "max": float(y.max())},
+        "measurement_cv": {"median": float(np.median(cvs)), "max": float(cvs.max()),
+                           "share_stable": float(np.mean([r["stable"] for r in rows]))},
+        "predictors": results,
+    }
+
+
+def make_predictor(kind: str, family: str, *, data_dir: str | None = None, exclude: tuple[str, ...] = ()) -> Any:
+    """A fresh predictor of `kind`; `transfer` gets the measured `family` table as its prior
+    (without the `exclude` columns, e.g. the column being predicted)."""
+    from devicefit import hardware as H
+
+    cls = H.PREDICTORS.get(kind)
+    if cls is H.TransferPredictor:
+        return cls(source=H.load_latency_table(family, data_dir), exclude=exclude)
+    return cls()
+
+
+def latency_samples(*, target: str | None = None, measurements: str | None = None,
+                    data_dir: str | None = None) -> tuple[list[ArchSpec], np.ndarray, str, str]:
+    """(specs, latencies_ms, family, description) from a table target's column or from a profile run
+    (its directory or its measurements.jsonl). Exactly one of `target`/`measurements` must be given."""
+    from devicefit import hardware as H
+
+    if (target is None) == (measurements is None):
+        raise ConfigError("give exactly one of a table target (e.g. nb201-pixel2) or a profile run's measurements")
+    if target is not None:
+        t = H.get_target(target)
+        if t.kind != "table" or t.space is None or t.column is None:
+            raise ConfigError(f"target {t.name!r} is not a table device; use a profile run for {t.kind} targets")
+        table = H.load_latency_table(t.space, data_dir)
+        return list(table.specs), np.asarray(table.latency_ms[t.column]), t.space, f"{t.name} ({table.source})"
+    path = Path(measurements)  # type: ignore[arg-type]
+    path = path / _MEASUREMENTS if path.is_dir() else path
+    rows = list(_load_rows(path).values())
+    if not rows:
+        raise ConfigError(f"{path}: no measurements found (run `devicefit profile` first)")
+    specs = [ArchSpec.from_dict(r["spec"]) for r in rows]
+    return specs, np.array([r["latency_ms"] for r in rows]), specs[0].family, str(path)
