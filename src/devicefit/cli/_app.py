@@ -10,7 +10,16 @@ from collections.abc import Sequence
 from devicefit import __version__
 from devicefit.core import DevicefitError
 
-from . import _cmd_cost, _cmd_data, _cmd_eval, _cmd_models, _cmd_targets, _cmd_train  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    _cmd_cost,
+    _cmd_data,
+    _cmd_eval,
+    _cmd_models,
+    _cmd_predictor,
+    _cmd_profile,
+    _cmd_targets,
+    _cmd_train,
+)
 from ._output import Output, error
 from ._registry import COMMANDS
 

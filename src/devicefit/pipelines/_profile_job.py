@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from devicefit.core import ArchSpec, ConfigError, RunRecord, check_positive, check_range, machine_info, to_dict
+from devicefit.core import (
+    ArchSpec,
+    ConfigError,
+    RunRecord,
+    atomic_write_text,
+    check_positive,
+    check_range,
+    machine_info,
+    to_dict,
+)
 
 from ._run_dir import claim_run_dir, open_run_log
 
@@ -117,6 +127,13 @@ def _load_rows(path: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
+def _drop_torn_tail(path: Path, rows: dict[str, dict[str, Any]]) -> None:
+    """Rewrite the file with only its whole lines when a kill left a partial last line, so that
+    new lines are appended after a newline."""
+    if path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+        atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows.values()))
+
+
 def _measure_all(space: Any, specs: list[ArchSpec], cfg: ProfileJobConfig, run_dir: Path, *, progress: bool,
                  log: Callable[[str], None]) -> list[dict[str, Any]]:
     from rich.progress import Progress
@@ -125,6 +142,7 @@ def _measure_all(space: Any, specs: list[ArchSpec], cfg: ProfileJobConfig, run_d
 
     path = run_dir / _MEASUREMENTS
     done = _load_rows(path)
+    _drop_torn_tail(path, done)
     todo = [s for s in specs if json.dumps(s.to_dict(), sort_keys=True) not in done]
     log(f"{len(specs) - len(todo)} of {len(specs)} architectures already measured; measuring {len(todo)} "
         f"on {cfg.target}")
@@ -132,15 +150,23 @@ def _measure_all(space: Any, specs: list[ArchSpec], cfg: ProfileJobConfig, run_d
         task = bar.add_task(f"measuring on {cfg.target}", total=len(todo))
         for spec in todo:
             model = space.build(spec, num_classes=cfg.num_classes, input_shape=tuple(cfg.input_shape), **cfg.build)
-            res = H.measure_latency(model, cfg.target, input_shape=tuple(cfg.input_shape), repeats=cfg.repeats,
-                                    warmup=cfg.warmup, threads=cfg.threads, rounds=cfg.rounds, max_cv=cfg.max_cv)
+            with warnings.catch_warnings():  # an unstable figure is recorded per row and counted below
+                warnings.simplefilter("ignore", RuntimeWarning)
+                res = H.measure_latency(model, cfg.target, input_shape=tuple(cfg.input_shape),
+                                        repeats=cfg.repeats, warmup=cfg.warmup, threads=cfg.threads,
+                                        rounds=cfg.rounds, max_cv=cfg.max_cv)
             row = {"spec": spec.to_dict(), "latency_ms": res.median_ms, "p10_ms": res.p10_ms, "p90_ms": res.p90_ms,
                    "cv": res.cv, "stable": res.stable, "method": res.measurement.method}
             out.write(json.dumps(row, sort_keys=True) + "\n")
             out.flush()  # one whole line per architecture: a kill loses at most the one in flight
             done[json.dumps(row["spec"], sort_keys=True)] = row
             bar.advance(task)
-    return [done[json.dumps(s.to_dict(), sort_keys=True)] for s in specs]
+    rows = [done[json.dumps(s.to_dict(), sort_keys=True)] for s in specs]
+    unstable = sum(not r["stable"] for r in rows)
+    if unstable:
+        log(f"warning: {unstable} of {len(rows)} figures have a spread above max_cv={cfg.max_cv} (the machine "
+            f"was busy?); they are flagged in {_MEASUREMENTS} and counted in profile.json")
+    return rows
 
 
 def _fit_and_validate(rows: list[dict[str, Any]], cfg: ProfileJobConfig, run_dir: Path,
