@@ -26,16 +26,20 @@ class DataCommand:
 
         if args.action == "ls":
             infos = D.list_datasets()
-            out.table("datasets", ["name", "input (C,H,W)", "classes", "augment", "licence", "description"],
-                      [[i.name, "×".join(map(str, i.input_shape)), i.num_classes, i.augment, i.license,
-                        i.description] for i in infos])
+            out.table("datasets (`devicefit data prepare NAME` shows sources, counts and licence)",
+                      ["name", "input (C,H,W)", "classes", "augment", "description"],
+                      [[i.name, "×".join(map(str, i.input_shape)) if all(i.input_shape) else "any",
+                        i.num_classes or "any", i.augment, i.description] for i in infos])
             out.set_result(datasets=[{"name": i.name, "input_shape": list(i.input_shape),
                                       "num_classes": i.num_classes, "license": i.license} for i in infos])
             return 0
         summary = D.prepare(args.name, args.data_dir, download=args.download)
         out.say(f"[bold]{args.name}[/]: {summary.get('source')}")
-        for key, value in summary.items():
-            if key != "source":
-                out.say(f"  {key}: {value}")
+        for key in ("description", "license", "data_dir", "cache_dir"):
+            out.say(f"  {key}: {summary.get(key)}")
+        for split, info in summary.get("splits", {}).items():
+            counts = ", ".join(f"{k}: {v}" for k, v in info.get("class_counts", {}).items())
+            out.say(f"  {split}: {info.get('count')} examples, shape {info.get('shape')} {info.get('dtype')}; "
+                    f"per class {counts}")
         out.set_result(**summary)
         return 0
