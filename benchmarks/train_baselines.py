@@ -44,7 +44,7 @@ _AUDIO = {"features": "mfcc"}
 _AUDIO_TRAIN = {"batch_size": 64, "optimizer": "adamw", "lr": 0.003, "weight_decay": 0.01}
 
 ENTRIES = [
-    *(Entry(f"{m}-cifar10-subset", "cifar10", m, False, 15, p) for m, p in _CIFAR_ZOO),
+    *(Entry(f"{m}-cifar10-subset", "cifar10", m, False, 10, p) for m, p in _CIFAR_ZOO),
     Entry("dscnn-fsdd", "fsdd", "dscnn", True, 30, {}, _AUDIO_TRAIN, _AUDIO),
     Entry("resnet8-fsdd", "fsdd", "resnet8", True, 30, {}, _AUDIO_TRAIN, _AUDIO),
     Entry("mobilenet_v2-fsdd", "fsdd", "mobilenet_v2", True, 30, {"width_mult": 0.35}, _AUDIO_TRAIN, _AUDIO),
