@@ -63,7 +63,7 @@ def test_profile_measures_fits_and_resumes_without_remeasuring(tmp_path, capsys)
     for kind in ("lut", "gbdt", "transfer"):
         assert (run_dir / "predictors" / f"{kind}.json").is_file()
     # A kill mid-write leaves a torn last line: it is dropped and only that architecture is re-measured.
-    torn = lines[:-1] + [lines[-1][: len(lines[-1]) // 2]]
+    torn = [*lines[:-1], lines[-1][: len(lines[-1]) // 2]]
     (run_dir / "measurements.jsonl").write_text("\n".join(torn))
     (run_dir / "profile.json").unlink()
     again = run_json(capsys, "profile", *PROFILE, "--run-dir", str(run_dir))
