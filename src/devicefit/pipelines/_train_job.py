@@ -78,6 +78,9 @@ def run_train_job(cfg: TrainJobConfig, *, progress: bool = True,
     from devicefit import models as M
     from devicefit import train as T
 
+    # Bake $DEVICEFIT_DATA_DIR into the config: the run (and its cache) depends on which copy is read.
+    resolved = D.resolve_data_dir(cfg.data.data_dir)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=str(resolved) if resolved else None))
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
     config = to_dict(cfg)
     claim_run_dir(run_dir, "train", config)
