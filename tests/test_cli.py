@@ -105,6 +105,7 @@ def test_eval_of_a_folder_that_is_not_a_run(tmp_path, capsys):
 def test_data_dir_from_the_environment_is_part_of_the_run_config(tmp_path, capsys, monkeypatch):
     run_dir = tmp_path / "run"
     run_json(capsys, "train", *FAST_TRAIN, "--run-dir", str(run_dir))
+    (tmp_path / "full-copies").mkdir()
     monkeypatch.setenv("DEVICEFIT_DATA_DIR", str(tmp_path / "full-copies"))
     assert main(["train", *FAST_TRAIN, "--run-dir", str(run_dir)]) == 2  # not the cached bundled-subset result
     assert "data.data_dir" in capsys.readouterr().err
