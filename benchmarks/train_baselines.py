@@ -11,6 +11,7 @@ killed benchmark resumes where it stopped and a finished entry is read back, not
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ def run_entry(entry: Entry, data_dir: str | None) -> dict[str, Any]:
         raise SystemExit(f"{entry.name} needs the full CIFAR-10 copy: pass --data-dir")
     m = run_train_job(job_config(entry, data_dir), progress=sys.stderr.isatty())
     curve = [{"epoch": h["epoch"], "minutes": round(t / 60, 2), "val_acc": h.get("val_acc")}
-             for h, t in zip(m["history"], _cumulative(h["seconds"] for h in m["history"]), strict=True)]
+             for h, t in zip(m["history"], itertools.accumulate(h["seconds"] for h in m["history"]), strict=True)]
     keep = ("data_source", "n_train", "n_val", "n_test", "test_accuracy", "params", "macs", "param_bytes",
             "peak_activation_bytes", "train_seconds")
     row = {"entry": entry.name, "model": m["model"], "dataset": entry.data, "epochs": entry.epochs,
@@ -74,14 +75,6 @@ def run_entry(entry: Entry, data_dir: str | None) -> dict[str, Any]:
     if data_dir:  # say "<data-dir>/..." rather than this machine's path
         row["data_source"] = row["data_source"].replace(str(Path(data_dir).resolve()), "<data-dir>")
     return row
-
-
-def _cumulative(values: Any) -> list[float]:
-    out, total = [], 0.0
-    for v in values:
-        total += float(v)
-        out.append(total)
-    return out
 
 
 COLUMNS = [

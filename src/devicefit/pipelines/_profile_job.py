@@ -123,8 +123,13 @@ def _load_rows(path: Path) -> dict[str, dict[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        rows[json.dumps(row["spec"], sort_keys=True)] = row
+        rows[_key(row["spec"])] = row
     return rows
+
+
+def _key(spec_dict: dict[str, Any]) -> str:
+    """The identity of a measured architecture in measurements.jsonl."""
+    return json.dumps(spec_dict, sort_keys=True)
 
 
 def _drop_torn_tail(path: Path, rows: dict[str, dict[str, Any]]) -> None:
@@ -143,7 +148,7 @@ def _measure_all(space: Any, specs: list[ArchSpec], cfg: ProfileJobConfig, run_d
     path = run_dir / _MEASUREMENTS
     done = _load_rows(path)
     _drop_torn_tail(path, done)
-    todo = [s for s in specs if json.dumps(s.to_dict(), sort_keys=True) not in done]
+    todo = [s for s in specs if _key(s.to_dict()) not in done]
     log(f"{len(specs) - len(todo)} of {len(specs)} architectures already measured; measuring {len(todo)} "
         f"on {cfg.target}")
     with Progress(disable=not progress) as bar, path.open("a", encoding="utf-8") as out:
@@ -159,9 +164,9 @@ def _measure_all(space: Any, specs: list[ArchSpec], cfg: ProfileJobConfig, run_d
                    "cv": res.cv, "stable": res.stable, "method": res.measurement.method}
             out.write(json.dumps(row, sort_keys=True) + "\n")
             out.flush()  # one whole line per architecture: a kill loses at most the one in flight
-            done[json.dumps(row["spec"], sort_keys=True)] = row
+            done[_key(row["spec"])] = row
             bar.advance(task)
-    rows = [done[json.dumps(s.to_dict(), sort_keys=True)] for s in specs]
+    rows = [done[_key(s.to_dict())] for s in specs]
     unstable = sum(not r["stable"] for r in rows)
     if unstable:
         log(f"warning: {unstable} of {len(rows)} figures have a spread above max_cv={cfg.max_cv} (the machine "

@@ -79,8 +79,9 @@ def run_train_job(cfg: TrainJobConfig, *, progress: bool = True,
     from devicefit import train as T
 
     # Bake $DEVICEFIT_DATA_DIR into the config: the run (and its cache) depends on which copy is read.
-    resolved = D.resolve_data_dir(cfg.data.data_dir)
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=str(resolved) if resolved else None))
+    # (an explicit data_dir is kept as given, so the same command line finds its run again).
+    if cfg.data.data_dir is None and (from_env := D.resolve_data_dir(None)) is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=str(from_env)))
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
     config = to_dict(cfg)
     claim_run_dir(run_dir, "train", config)
