@@ -7,7 +7,20 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint typecheck imports unit venv clean subsets
+.PHONY: demo test lint typecheck imports unit venv clean subsets toolchain
+
+# Debian packages for microcontroller deployment (the Arm cross-compiler, newlib, QEMU) and the report tests
+# (chromium renders the HTML report headless). Installed when missing (needs root and the Debian registry).
+TOOLCHAIN_PKGS := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm chromium
+
+toolchain:
+	@if command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null \
+	  && command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing $(TOOLCHAIN_PKGS)"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TOOLCHAIN_PKGS) >/dev/null; \
+	else echo "warning: arm-none-eabi-gcc/qemu-system-arm/chromium missing; install $(TOOLCHAIN_PKGS)" \
+	  "(toolchain tests will be skipped)"; fi
 
 venv: $(STAMP)
 
@@ -31,7 +44,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collects nothing; that is not a failure of the suite.
-unit: $(STAMP)
+unit: $(STAMP) toolchain
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 test: lint imports typecheck unit

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from devicefit.cli import main
@@ -54,24 +55,42 @@ def test_predictor_fit_rejects_a_non_table_target_and_bad_n(tmp_path, capsys):
 @pytest.mark.slow
 def test_profile_measures_fits_and_resumes_without_remeasuring(tmp_path, capsys):
     run_dir = tmp_path / "prof"
-    out = run_json(capsys, "profile", *PROFILE, "--run-dir", str(run_dir))
+    out = run_json(capsys, "profile", *PROFILE, "--passes", "2", "--set", "reference_every=10",
+                   "--run-dir", str(run_dir))
     assert out["n_measured"] == 16 and out["n_test"] + out["n_train"] == 16
     assert set(out["predictors"]) == {"lut", "gbdt", "transfer"}
     assert out["latency_ms"]["min"] > 0
     lines = (run_dir / "measurements.jsonl").read_text().splitlines()
-    assert len(lines) == 16 and all(json.loads(x)["method"]["threads"] == 1 for x in lines)
+    rows = [json.loads(x) for x in lines]
+    assert len(rows) == 32 and all(r["method"]["threads"] == 1 for r in rows)
+    assert sorted(r["pass"] for r in rows) == [0] * 16 + [1] * 16
+    # the reference net is re-measured at 0, 10, 20, 30 and after the last figure: its spread is reported
+    refs = [json.loads(x) for x in (run_dir / "reference.jsonl").read_text().splitlines()]
+    assert [r["after"] for r in refs] == [0, 10, 20, 30, 32]
+    rep = out["repeatability"]
+    assert rep["n"] == 5 and rep["max_over_min"] >= 1 and rep["cv"] >= 0
+    assert out["pass_spread"]["median"] >= 0
     for kind in ("lut", "gbdt", "transfer"):
         assert (run_dir / "predictors" / f"{kind}.json").is_file()
-    # A kill mid-write leaves a torn last line: it is dropped and only that architecture is re-measured.
+    # A kill mid-write leaves a torn last line: it is dropped and only that figure is re-measured.
     torn = [*lines[:-1], lines[-1][: len(lines[-1]) // 2]]
     (run_dir / "measurements.jsonl").write_text("\n".join(torn))
     (run_dir / "profile.json").unlink()
-    again = run_json(capsys, "profile", *PROFILE, "--run-dir", str(run_dir))
+    again = run_json(capsys, "profile", *PROFILE, "--passes", "2", "--set", "reference_every=10",
+                     "--run-dir", str(run_dir))
     assert again["n_measured"] == 16
     specs, y, family, _ = latency_samples(measurements=str(run_dir))
     assert family == "nb201" and len(specs) == 16 and (y > 0).all()
+    # the figure of an architecture is the median of its passes
+    by_spec: dict[str, list[float]] = {}
+    for line in (run_dir / "measurements.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        by_spec.setdefault(json.dumps(r["spec"], sort_keys=True), []).append(r["latency_ms"])
+    expect = {k: float(np.median(v)) for k, v in by_spec.items()}
+    got = {json.dumps(s.to_dict(), sort_keys=True): v for s, v in zip(specs, y, strict=True)}
+    assert got == pytest.approx(expect)
     log = (run_dir / "log.txt").read_text()
-    assert "15 of 16 architectures already measured; measuring 1" in log
+    assert "31 of 32 figures (16 architectures × 2 pass(es)) already measured; measuring 1" in log
 
 
 def test_profile_rejects_non_host_targets_and_tiny_n(tmp_path):

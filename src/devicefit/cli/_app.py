@@ -1,5 +1,5 @@
 """Argument parsing, dispatch and exit codes: 0 ok, 2 a devicefit error (bad input, config,
-data), 130 interrupted; anything else is a bug and keeps its traceback."""
+data), 3 a run whose model misses a budget, 130 interrupted; anything else is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from . import (  # noqa: F401  (registration)
     _cmd_models,
     _cmd_predictor,
     _cmd_profile,
+    _cmd_run,
     _cmd_targets,
     _cmd_train,
 )

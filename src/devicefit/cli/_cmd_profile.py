@@ -20,6 +20,8 @@ class ProfileCommand:
         parser.add_argument("--n", type=int, help="architectures to measure (default 300)")
         parser.add_argument("--target", help="host target to measure on (default host-ort)")
         parser.add_argument("--threads", type=int, help="runtime threads (default: usable cores)")
+        parser.add_argument("--passes", type=int,
+                            help="sweeps over the sample; a figure is the median over passes (default 1)")
         parser.add_argument("--data-dir", help="folder with the measured tables (prior of the transfer predictor)")
         parser.add_argument("--run-dir", help="output folder (default runs/profile-<space>-<target>-n<N>-s<seed>)")
 
@@ -27,13 +29,17 @@ class ProfileCommand:
         from devicefit.pipelines import ProfileJobConfig, run_profile_job
 
         shortcuts = (("space", args.space), ("n", args.n), ("target", args.target), ("threads", args.threads),
-                     ("data_dir", args.data_dir), ("run_dir", args.run_dir))
+                     ("passes", args.passes), ("data_dir", args.data_dir), ("run_dir", args.run_dir))
         cfg = resolve_config(ProfileJobConfig, args, [f"{k}={json.dumps(v)}" for k, v in shortcuts if v is not None])
         summary = run_profile_job(cfg, progress=out.progress, echo=out.say if out.progress else None)
         lat, cv = summary["latency_ms"], summary["measurement_cv"]
         out.say(f"\nmeasured {summary['n_measured']} {cfg.space} architectures on {cfg.target}: "
                 f"{lat['min']:.3f}–{lat['max']:.3f} ms (median {lat['median']:.3f}); "
                 f"median CV {100 * cv['median']:.1f}%, {100 * cv['share_stable']:.0f}% stable")
+        rep = summary.get("repeatability")
+        if rep:
+            out.say(f"repeatability: reference network measured {rep['n']} times, cv {100 * rep['cv']:.1f}%, "
+                    f"max/min {rep['max_over_min']:.3f}")
         out.table(f"predictors on {summary['n_test']} held-out architectures (trained on {summary['n_train']})",
                   ["predictor", "within ±5%", "within ±10%", "MAPE", "Spearman", "Kendall"],
                   [[k, f"{100 * m['within_5']:.1f}%", f"{100 * m['within_10']:.1f}%", f"{100 * m['mape']:.1f}%",

@@ -1,21 +1,35 @@
-"""Recipes that wire stages together: the train and profile jobs now, the end-to-end `devicefit run` later."""
+"""Recipes that wire stages together: the train and profile jobs, and the end-to-end `devicefit run`."""
 
 from ._profile_job import PROFILE_STAGE, ProfileJobConfig, latency_samples, make_predictor, run_profile_job
+from ._recipe import CandidateConfig, CompressConfig, DeployConfig, Recipe, ZooConfig, load_recipe
 from ._run_dir import claim_run_dir, open_run_log
+from ._run_job import STAGES, run_recipe
+from ._stages import Stage, StageContext, stage
 from ._train_job import JOB_STAGE, DataConfig, ModelConfig, TrainJobConfig, default_run_dir, run_train_job
 
 __all__ = [
     "JOB_STAGE",
     "PROFILE_STAGE",
+    "STAGES",
+    "CandidateConfig",
+    "CompressConfig",
     "DataConfig",
+    "DeployConfig",
     "ModelConfig",
     "ProfileJobConfig",
+    "Recipe",
+    "Stage",
+    "StageContext",
     "TrainJobConfig",
+    "ZooConfig",
     "claim_run_dir",
     "default_run_dir",
     "latency_samples",
+    "load_recipe",
     "make_predictor",
     "open_run_log",
     "run_profile_job",
+    "run_recipe",
     "run_train_job",
+    "stage",
 ]

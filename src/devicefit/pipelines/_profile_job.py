@@ -1,12 +1,15 @@
 """The profile job: sample architectures of a space, measure each on a host target, fit the latency
 predictors and validate them on held-out architectures — the loop a user runs for their own device.
 
-Run directory: config.json, log.txt, measurements.jsonl (one line per measured architecture, appended
-as it is measured, so a killed run resumes without re-measuring), predictors/<kind>.json, profile.json.
+Run directory: config.json, log.txt, measurements.jsonl (one line per architecture and pass, appended
+as it is measured, so a killed run resumes without re-measuring), reference.jsonl (the same reference
+network re-measured throughout the run: the run's own repeatability figure), predictors/<kind>.json,
+profile.json.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
@@ -34,6 +37,7 @@ __all__ = ["PROFILE_STAGE", "ProfileJobConfig", "latency_samples", "make_predict
 
 PROFILE_STAGE = "profile"
 _MEASUREMENTS = "measurements.jsonl"
+_REFERENCE = "reference.jsonl"
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,11 @@ class ProfileJobConfig:
     """Profile `n` architectures of `space` on `target` and fit `predictors`.
 
     Latency per architecture: median of `repeats` timed runs after `warmup`, in up to `rounds`
-    rounds until the coefficient of variation is ≤ `max_cv` (else flagged unstable). `test_fraction`
+    rounds until the coefficient of variation is ≤ `max_cv` (else flagged unstable). With `passes` > 1
+    every architecture is measured in that many sweeps over the whole sample (a slow spell of the
+    machine then hits one sweep, not one architecture) and its figure is the median over passes.
+    Every `reference_every` measurements the first sampled architecture is measured again (0: never);
+    the spread of those figures is the run's repeatability, reported in profile.json. `test_fraction`
     of the measured architectures is held out to validate the predictors. `build` holds extra
     builder arguments of the space (e.g. `C`, `N` for nb201). `data_dir` locates the measured
     tables the `transfer` predictor uses as its prior.
@@ -54,6 +62,8 @@ class ProfileJobConfig:
     repeats: int = 30
     warmup: int = 5
     rounds: int = 3
+    passes: int = 1
+    reference_every: int = 25
     threads: int | None = None
     max_cv: float = 0.05
     num_classes: int = 10
@@ -68,6 +78,9 @@ class ProfileJobConfig:
         check_positive("n", self.n)
         check_positive("repeats", self.repeats)
         check_positive("rounds", self.rounds)
+        check_positive("passes", self.passes)
+        if not isinstance(self.reference_every, int) or self.reference_every < 0:
+            raise ConfigError(f"reference_every must be an int >= 0 (0: never), got {self.reference_every!r}")
         check_range("test_fraction", self.test_fraction, 0.0, 1.0)
         if self.n * (1 - self.test_fraction) < 10:
             raise ConfigError(f"n={self.n} with test_fraction={self.test_fraction} leaves fewer than 10 "
@@ -97,8 +110,8 @@ def run_profile_job(cfg: ProfileJobConfig, *, progress: bool = True,
     specs = _sample_distinct(space, cfg.n, cfg.seed)
     rows = _measure_all(space, specs, cfg, run_dir, progress=progress, log=log)
     summary = _fit_and_validate(rows, cfg, run_dir, log)
-    RunRecord(PROFILE_STAGE, to_dict(cfg), summary, {"measurements": _MEASUREMENTS, "log": "log.txt"},
-              machine_info()).save(run_dir)
+    artefacts = {"measurements": _MEASUREMENTS, "reference": _REFERENCE, "log": "log.txt"}
+    RunRecord(PROFILE_STAGE, to_dict(cfg), summary, artefacts, machine_info()).save(run_dir)
     return {**summary, "run_dir": str(run_dir)}
 
 
@@ -113,9 +126,10 @@ def _sample_distinct(space: Any, n: int, seed: int) -> list[ArchSpec]:
     return list(seen)
 
 
-def _load_rows(path: Path) -> dict[str, dict[str, Any]]:
-    """Measurements already on disk, by spec JSON; a torn last line (killed mid-write) is dropped."""
-    rows: dict[str, dict[str, Any]] = {}
+def _load_rows(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    """Measurements already on disk, by (spec JSON, pass); a torn last line (killed mid-write) is dropped.
+    Rows written before passes existed count as pass 0."""
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
     if not path.exists():
         return rows
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -123,7 +137,7 @@ def _load_rows(path: Path) -> dict[str, dict[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        rows[_key(row["spec"])] = row
+        rows[_key(row["spec"]), int(row.get("pass", 0))] = row
     return rows
 
 
@@ -132,46 +146,97 @@ def _key(spec_dict: dict[str, Any]) -> str:
     return json.dumps(spec_dict, sort_keys=True)
 
 
-def _drop_torn_tail(path: Path, rows: dict[str, dict[str, Any]]) -> None:
+def _per_architecture(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per architecture (first-seen order): the median over its passes, with `pass_spread`
+    (max/min - 1 of the pass figures; 0 for one pass)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(_key(r["spec"]), []).append(r)
+    out = []
+    for group in groups.values():
+        lat = np.array([r["latency_ms"] for r in group])
+        out.append({**group[0], "latency_ms": float(np.median(lat)), "passes": len(group),
+                    "pass_spread": float(lat.max() / lat.min() - 1), "cv": float(np.median([r["cv"] for r in group])),
+                    "stable": all(r["stable"] for r in group)})
+    return out
+
+
+def _drop_torn_tail(path: Path, rows: dict[Any, dict[str, Any]]) -> None:
     """Rewrite the file with only its whole lines when a kill left a partial last line, so that
     new lines are appended after a newline."""
     if path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
         atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows.values()))
 
 
+def _measure_one(space: Any, spec: ArchSpec, cfg: ProfileJobConfig) -> dict[str, Any]:
+    from devicefit import hardware as H
+
+    model = space.build(spec, num_classes=cfg.num_classes, input_shape=tuple(cfg.input_shape), **cfg.build)
+    with warnings.catch_warnings():  # an unstable figure is recorded per row and counted in the summary
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = H.measure_latency(model, cfg.target, input_shape=tuple(cfg.input_shape), repeats=cfg.repeats,
+                                warmup=cfg.warmup, threads=cfg.threads, rounds=cfg.rounds, max_cv=cfg.max_cv)
+    return {"spec": spec.to_dict(), "latency_ms": res.median_ms, "p10_ms": res.p10_ms, "p90_ms": res.p90_ms,
+            "cv": res.cv, "stable": res.stable, "method": res.measurement.method}
+
+
+def _append(out: Any, row: dict[str, Any]) -> None:
+    out.write(json.dumps(row, sort_keys=True) + "\n")
+    out.flush()  # one whole line per figure: a kill loses at most the one in flight
+
+
 def _measure_all(space: Any, specs: list[ArchSpec], cfg: ProfileJobConfig, run_dir: Path, *, progress: bool,
                  log: Callable[[str], None]) -> list[dict[str, Any]]:
     from rich.progress import Progress
 
-    from devicefit import hardware as H
-
-    path = run_dir / _MEASUREMENTS
+    path, ref_path = run_dir / _MEASUREMENTS, run_dir / _REFERENCE
     done = _load_rows(path)
     _drop_torn_tail(path, done)
-    todo = [s for s in specs if _key(s.to_dict()) not in done]
-    log(f"{len(specs) - len(todo)} of {len(specs)} architectures already measured; measuring {len(todo)} "
-        f"on {cfg.target}")
-    with Progress(disable=not progress) as bar, path.open("a", encoding="utf-8") as out:
+    _drop_torn_tail(ref_path, dict(enumerate(_read_jsonl(ref_path))))
+    todo = [(s, p) for p in range(cfg.passes) for s in specs if (_key(s.to_dict()), p) not in done]
+    total = len(specs) * cfg.passes
+    log(f"{total - len(todo)} of {total} figures ({len(specs)} architectures × {cfg.passes} pass(es)) already "
+        f"measured; measuring {len(todo)} on {cfg.target}")
+    with Progress(disable=not progress) as bar, path.open("a", encoding="utf-8") as out, \
+            ref_path.open("a", encoding="utf-8") as ref_out:
         task = bar.add_task(f"measuring on {cfg.target}", total=len(todo))
-        for spec in todo:
-            model = space.build(spec, num_classes=cfg.num_classes, input_shape=tuple(cfg.input_shape), **cfg.build)
-            with warnings.catch_warnings():  # an unstable figure is recorded per row and counted below
-                warnings.simplefilter("ignore", RuntimeWarning)
-                res = H.measure_latency(model, cfg.target, input_shape=tuple(cfg.input_shape),
-                                        repeats=cfg.repeats, warmup=cfg.warmup, threads=cfg.threads,
-                                        rounds=cfg.rounds, max_cv=cfg.max_cv)
-            row = {"spec": spec.to_dict(), "latency_ms": res.median_ms, "p10_ms": res.p10_ms, "p90_ms": res.p90_ms,
-                   "cv": res.cv, "stable": res.stable, "method": res.measurement.method}
-            out.write(json.dumps(row, sort_keys=True) + "\n")
-            out.flush()  # one whole line per architecture: a kill loses at most the one in flight
-            done[_key(row["spec"])] = row
+        for i, (spec, p) in enumerate(todo):
+            if cfg.reference_every and i % cfg.reference_every == 0:
+                _append(ref_out, {**_measure_one(space, specs[0], cfg), "time": time.time(), "after": i})
+            row = {**_measure_one(space, spec, cfg), "pass": p}
+            _append(out, row)
+            done[_key(row["spec"]), p] = row
             bar.advance(task)
-    rows = [done[_key(s.to_dict())] for s in specs]
+        if todo and cfg.reference_every:
+            _append(ref_out, {**_measure_one(space, specs[0], cfg), "time": time.time(), "after": len(todo)})
+    rows = _per_architecture([done[_key(s.to_dict()), p] for p in range(cfg.passes) for s in specs])
     unstable = sum(not r["stable"] for r in rows)
     if unstable:
         log(f"warning: {unstable} of {len(rows)} figures have a spread above max_cv={cfg.max_cv} (the machine "
             f"was busy?); they are flagged in {_MEASUREMENTS} and counted in profile.json")
     return rows
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            rows.append(json.loads(line))
+    return rows
+
+
+def _repeatability(run_dir: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Spread of the reference network's figures over the run (None when it was never re-measured)."""
+    lat = np.array([r["latency_ms"] for r in _read_jsonl(run_dir / _REFERENCE)])
+    if lat.size < 2:
+        return None
+    rep = {"n": int(lat.size), "median_ms": float(np.median(lat)), "cv": float(lat.std(ddof=1) / lat.mean()),
+           "max_over_min": float(lat.max() / lat.min())}
+    log(f"repeatability: the reference network measured {rep['n']} times over the run: cv {100 * rep['cv']:.1f}%, "
+        f"max/min {rep['max_over_min']:.3f}" + (" (above 3%: the machine was not quiet)" if rep["cv"] > 0.03 else ""))
+    return rep
 
 
 def _fit_and_validate(rows: list[dict[str, Any]], cfg: ProfileJobConfig, run_dir: Path,
@@ -200,6 +265,9 @@ def _fit_and_validate(rows: list[dict[str, Any]], cfg: ProfileJobConfig, run_dir
         "latency_ms": {"min": float(y.min()), "median": float(np.median(y)), "max": float(y.max())},
         "measurement_cv": {"median": float(np.median(cvs)), "max": float(cvs.max()),
                            "share_stable": float(np.mean([r["stable"] for r in rows]))},
+        "pass_spread": {"median": float(np.median([r["pass_spread"] for r in rows])),
+                        "p90": float(np.percentile([r["pass_spread"] for r in rows], 90))} if cfg.passes > 1 else None,
+        "repeatability": _repeatability(run_dir, log),
         "predictors": results,
     }
 
@@ -231,7 +299,7 @@ def latency_samples(*, target: str | None = None, measurements: str | None = Non
         return list(table.specs), np.asarray(table.latency_ms[t.column]), t.space, f"{t.name} ({table.source})"
     path = Path(measurements)  # type: ignore[arg-type]
     path = path / _MEASUREMENTS if path.is_dir() else path
-    rows = list(_load_rows(path).values())
+    rows = _per_architecture(list(_load_rows(path).values()))
     if not rows:
         raise ConfigError(f"{path}: no measurements found (run `devicefit profile` first)")
     specs = [ArchSpec.from_dict(r["spec"]) for r in rows]

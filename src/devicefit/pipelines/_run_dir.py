@@ -6,6 +6,7 @@ is refused (never a silent overwrite), reusing it with the same config resumes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -51,15 +52,13 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def open_run_log(run_dir: Path) -> logging.Logger:
-    """The `devicefit.run` logger, appending to `<run_dir>/log.txt` (one handler per folder)."""
-    logger = logging.getLogger("devicefit.run")
-    logger.setLevel(logging.INFO)
+    """A logger appending to `<run_dir>/log.txt`, one per folder (a child of `devicefit.run`), so a job
+    that runs another job inside it (a recipe training a model) keeps both logs apart."""
     target = str((run_dir / "log.txt").resolve())
-    for h in list(logger.handlers):
-        if isinstance(h, logging.FileHandler) and h.baseFilename != target:
-            logger.removeHandler(h)
-            h.close()
-    if not any(isinstance(h, logging.FileHandler) for h in logger.handlers):
+    digest = hashlib.sha256(target.encode()).hexdigest()[:12]
+    logger = logging.getLogger(f"devicefit.run.{digest}")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(h, logging.FileHandler) and h.baseFilename == target for h in logger.handlers):
         handler = logging.FileHandler(target, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)

@@ -1,0 +1,103 @@
+"""The `verify` stage: measure the final model on every target and compare each figure with its budget.
+
+The final model is the compress stage's output when the recipe has one, else the zoo stage's trained
+model. Host targets: batch-1 latency measured in the deployment runtime. Microcontroller targets: flash
+and arena from the deploy stage's generated program when it ran, else the analytic estimate (labelled).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from devicefit.core import ArchSpec, read_json
+
+from ._recipe import recipe_targets
+from ._stages import Stage, StageContext, stage
+
+__all__ = ["VerifyStage", "final_model"]
+
+
+def final_model(ctx: StageContext) -> dict[str, Any]:
+    """The model the recipe ends with: {"source", "spec", "test_accuracy", "onnx" (path or None), "pt"}."""
+    zoo = ctx.records["zoo"].metrics
+    out = {"source": "zoo", "spec": zoo["selected_spec"], "test_accuracy": zoo["test_accuracy"],
+           "precision": "fp32", "onnx": None, "pt": zoo["selected_run_dir"] + "/model.pt"}
+    if "compress" in ctx.records and ctx.records["compress"].metrics.get("onnx"):
+        c = ctx.records["compress"].metrics
+        out |= {"source": "compress", "test_accuracy": c["test_accuracy"], "precision": c["precision"],
+                "onnx": c["onnx"]}
+    return out
+
+
+@stage
+class VerifyStage(Stage):
+    name = "verify"
+    reads = ("zoo", "compress", "deploy")
+
+    def config(self, recipe: Any) -> dict[str, Any]:
+        return {"targets": list(recipe.targets), "budgets": recipe.budgets,
+                "latency_repeats": recipe.zoo.latency_repeats}
+
+    def run(self, ctx: StageContext) -> tuple[dict[str, Any], dict[str, str]]:
+        from devicefit import hardware as H
+        from devicefit import models as M
+
+        final = final_model(ctx)
+        spec = ArchSpec.from_dict(final["spec"])
+        costs = {bits: M.cost(spec, weight_bits=bits, act_bits=8) for bits in (8, 32)}
+        deploy = ctx.records["deploy"].metrics.get("mcu", {}) if "deploy" in ctx.records else {}
+        verdicts, figures_out = {}, {}
+        for t in recipe_targets(ctx.recipe):
+            # a microcontroller always runs the int8 program; a host runs the final model's own precision
+            bits = 8 if t.kind == "mcu" or final["precision"] == "int8" else 32
+            figures, methods = self._figures(ctx, t, final, spec, costs[bits], deploy)
+            verdicts[t.name] = H.check_budgets(t, figures).to_dict()
+            figures_out[t.name] = {"figures": figures, "methods": methods}
+            ctx.log(f"verify: {t.name}: " + ", ".join(
+                f"{x['name']} {x['value']:.4g}/{x['limit']:.4g} {x['status']}" if x["value"] is not None
+                else f"{x['name']} not measured" for x in verdicts[t.name]["lines"]))
+        return {"final": final, "targets": figures_out, "budgets": verdicts,
+                "all_met": all(v["ok"] for v in verdicts.values())}, {}
+
+    def _figures(self, ctx: StageContext, t: Any, final: dict[str, Any], spec: ArchSpec, cost: Any,
+                 deploy: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        figures: dict[str, Any] = {"model_bytes": cost.param_bytes}
+        precision = "int8" if t.kind == "mcu" else final["precision"]
+        methods = {"model_bytes": f"parameter bytes at {precision}"}
+        if t.kind == "host":
+            res = self._latency(ctx, t, final, spec)
+            figures["latency_ms"] = res.median_ms
+            m = res.measurement.method
+            methods["latency_ms"] = (f"measured: {m['runtime']} {m['runtime_version']}, {m['precision']}, batch 1, "
+                                     f"{m['threads']} thread(s), median of {m['repeats']} after {m['warmup']} "
+                                     f"warm-up (cv {100 * res.cv:.1f}%)")
+        elif t.kind == "mcu" and t.name in deploy:
+            d = deploy[t.name]
+            figures |= {"flash_bytes": d["flash_bytes"], "peak_sram_bytes": d["ram_bytes"]}
+            methods |= {"flash_bytes": "arm-none-eabi-size of the generated program (text + data)",
+                        "peak_sram_bytes": "arm-none-eabi-size of the generated program (data + bss: arena, stack)"}
+        elif t.kind == "mcu":
+            figures |= {"flash_bytes": cost.param_bytes, "peak_sram_bytes": cost.peak_activation_bytes}
+            methods |= {"flash_bytes": "estimated: int8 weights only (no deploy stage ran)",
+                        "peak_sram_bytes": "estimated: analytic peak int8 activations (no deploy stage ran)"}
+        return figures, methods
+
+    def _latency(self, ctx: StageContext, t: Any, final: dict[str, Any], spec: ArchSpec) -> Any:
+        from devicefit import hardware as H
+        from devicefit import models as M
+        from devicefit import train as T
+
+        shape = tuple(spec.as_kwargs()["input_shape"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the spread is recorded with the figure
+            if final["onnx"] and t.runtime == "onnxruntime":
+                return H.measure_latency(ctx.run_dir / final["onnx"], t, repeats=ctx.recipe.zoo.latency_repeats)
+            model = T.load_weights(M.build(spec), ctx.run_dir / final["pt"])
+            return H.measure_latency(model, t, input_shape=shape, repeats=ctx.recipe.zoo.latency_repeats)
+
+
+def read_stage(run_dir: Path, name: str) -> dict[str, Any] | None:
+    path = run_dir / "stages" / f"{name}.json"
+    return read_json(path) if path.exists() else None
