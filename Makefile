@@ -31,8 +31,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The main job on the embedded default; exit 3 (a budget missed) still ends with the verdict and the report.
 demo: $(STAMP)
-	$(BIN)/devicefit train --config configs/demo.toml
+	$(BIN)/devicefit run configs/recipes/cifar10-m4.toml || [ $$? -eq 3 ]
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

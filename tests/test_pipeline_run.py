@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from devicefit.pipelines import STAGES, load_recipe, run_recipe
 RECIPE = """
 name = "kws-test"
 targets = ["cortex-m4-256k", "host-ort"]
-stages = ["zoo", "verify", "report"]
+stages = ["zoo", "deploy", "verify", "report"]
 
 [budgets.host-ort]
 latency_ms = 50.0
@@ -36,6 +37,9 @@ candidates = [
   { name = "dscnn", params = { channels = 16 } },
   { name = "mobilenet_v2", params = { width_mult = 1.0 } },
 ]
+
+[deploy]
+verify_samples = 16
 
 [train]
 epochs = 3
@@ -71,6 +75,13 @@ def test_bad_recipes_fail_before_any_work_naming_the_key(tmp_path, override, mes
         load_recipe(path, [override])
 
 
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs" / "recipes").glob("*.toml")),
+                         ids=lambda p: p.stem)
+def test_shipped_recipes_are_valid(path):
+    recipe = load_recipe(path)
+    assert recipe.name == path.stem and recipe.stages[-1] == "report"
+
+
 def test_every_default_stage_is_registered():
     recipe = load_recipe(None)
     for name in recipe.stages:
@@ -91,13 +102,23 @@ def test_run_verifies_budgets_and_writes_records_and_report(finished_run):
     verify = json.loads((out / "stages" / "verify.json").read_text())["metrics"]
     lines = {(t, x["name"]): x for t, b in verify["budgets"].items() for x in b["lines"]}
     assert lines["cortex-m4-256k", "peak_sram_bytes"]["limit"] == 64 * 1024
-    assert lines["cortex-m4-256k", "peak_sram_bytes"]["value"] == by_name["dscnn"]["peak_activation_bytes_int8"]
+    # the microcontroller figures come from the generated, linked and verified C program
+    deploy = json.loads((out / "stages" / "deploy.json").read_text())["metrics"]["mcu"]["cortex-m4-256k"]
+    assert deploy["host_bit_exact"] and deploy["n_verified"] == 16
+    assert [q["core"] for q in deploy["qemu"]] == ["cortex-m4"] and deploy["qemu"][0]["bit_exact"]
+    assert deploy["qemu"][0]["instructions_per_inference"] > 0
+    assert lines["cortex-m4-256k", "peak_sram_bytes"]["value"] == deploy["ram_bytes"]
+    assert lines["cortex-m4-256k", "flash_bytes"]["value"] == deploy["flash_bytes"]
+    # the arena holds at least the analytic peak of int8 activations and fits in the linked RAM
+    assert by_name["dscnn"]["peak_activation_bytes_int8"] <= deploy["arena"]["arena_bytes"] < deploy["ram_bytes"]
+    assert (out / "stages" / "deploy" / "cortex-m4-256k" / "c" / "model.c").is_file()
     assert lines["host-ort", "latency_ms"]["status"] == "met"
     assert summary["all_met"] == all(x["met"] for x in lines.values())
     assert 0.1 < summary["test_accuracy"] <= 1.0  # one epoch on spoken digits: above chance (0.1)
     page = (out / "report.html").read_text()
     assert "devicefit report: kws-test" in page and page.count("data:image/png;base64,") >= 2
     assert "cortex-m4-256k" in (out / "report.md").read_text()
+    assert "Microcontroller deployment" in page and "bit-exact on 16 inputs" in page
 
 
 @pytest.mark.slow

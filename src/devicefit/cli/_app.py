@@ -13,6 +13,7 @@ from devicefit.core import DevicefitError
 from . import (  # noqa: F401  (registration)
     _cmd_cost,
     _cmd_data,
+    _cmd_deploy,
     _cmd_eval,
     _cmd_models,
     _cmd_predictor,

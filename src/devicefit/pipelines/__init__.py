@@ -1,5 +1,6 @@
 """Recipes that wire stages together: the train and profile jobs, and the end-to-end `devicefit run`."""
 
+from ._deploy_job import DeployJobConfig, load_trained_run, render_deploy_markdown, run_deploy_job
 from ._profile_job import PROFILE_STAGE, ProfileJobConfig, latency_samples, make_predictor, run_profile_job
 from ._recipe import CandidateConfig, CompressConfig, DeployConfig, Recipe, ZooConfig, load_recipe
 from ._run_dir import claim_run_dir, open_run_log
@@ -15,6 +16,7 @@ __all__ = [
     "CompressConfig",
     "DataConfig",
     "DeployConfig",
+    "DeployJobConfig",
     "ModelConfig",
     "ProfileJobConfig",
     "Recipe",
@@ -26,8 +28,11 @@ __all__ = [
     "default_run_dir",
     "latency_samples",
     "load_recipe",
+    "load_trained_run",
     "make_predictor",
     "open_run_log",
+    "render_deploy_markdown",
+    "run_deploy_job",
     "run_profile_job",
     "run_recipe",
     "run_train_job",

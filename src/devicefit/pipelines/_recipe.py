@@ -62,12 +62,13 @@ class CompressConfig:
 
 @dataclass(frozen=True)
 class DeployConfig:
-    """The deploy stage: generate C for each microcontroller target (`mcu`), verify it on the host and
-    under QEMU (`qemu`), and write the ONNX model for host targets."""
+    """The deploy stage: generate int8 C for each microcontroller target (`mcu`), link it against the
+    target's budgets, verify it bit-exact with the integer reference on `verify_samples` test inputs on
+    the host (ASan+UBSan) and on up to 4 of them under QEMU (`qemu`)."""
 
     mcu: bool = True
     qemu: bool = True
-    verify_samples: int = 8
+    verify_samples: int = 64
 
     def __post_init__(self) -> None:
         check_positive("deploy.verify_samples", self.verify_samples)
@@ -86,7 +87,7 @@ class Recipe:
     run_dir: str | None = None
     targets: tuple[str, ...] = ("cortex-m4-256k", "host-ort")
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stages: tuple[str, ...] = ("zoo", "verify", "report")
+    stages: tuple[str, ...] = ("zoo", "deploy", "verify", "report")
     data: DataConfig = field(default_factory=DataConfig)
     zoo: ZooConfig = field(default_factory=ZooConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -76,8 +76,12 @@ class VerifyStage(Stage):
         elif t.kind == "mcu" and t.name in deploy:
             d = deploy[t.name]
             figures |= {"flash_bytes": d["flash_bytes"], "peak_sram_bytes": d["ram_bytes"]}
-            methods |= {"flash_bytes": "arm-none-eabi-size of the generated program (text + data)",
-                        "peak_sram_bytes": "arm-none-eabi-size of the generated program (data + bss: arena, stack)"}
+            exact = "bit-exact" if d["host_bit_exact"] and all(q["bit_exact"] for q in d["qemu"]) else "NOT bit-exact"
+            checked = f"{exact} vs the integer reference on {d['n_verified']} test inputs (host ASan+UBSan" + (
+                f", QEMU {', '.join(q['core'] for q in d['qemu'])})" if d["qemu"] else ")")
+            methods |= {"flash_bytes": f"arm-none-eabi-size of the generated int8 C program (text + data); {checked}",
+                        "peak_sram_bytes": "arm-none-eabi-size of the generated program (data + bss: arena, "
+                                           "I/O buffers, stack)"}
         elif t.kind == "mcu":
             figures |= {"flash_bytes": cost.param_bytes, "peak_sram_bytes": cost.peak_activation_bytes}
             methods |= {"flash_bytes": "estimated: int8 weights only (no deploy stage ran)",

@@ -169,6 +169,28 @@ def candidate_rows(run: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def deploy_rows(run: dict[str, Any]) -> list[list[str]]:
+    """[target, flash, SRAM, arena / naive / lower bound, verification, instructions, int8 C accuracy]."""
+    mcu = run["stages"].get("deploy", {}).get("metrics", {}).get("mcu", {})
+    rows = []
+    for target, d in mcu.items():
+        a = d["arena"]
+        qemu = d["qemu"]
+        exact = d["host_bit_exact"] and all(q["bit_exact"] for q in qemu)
+        where = "host (ASan+UBSan)" + "".join(f", {q['core']} (QEMU {q['qemu_machine']})" for q in qemu)
+        instr = "; ".join(f"{q['core']} {q['instructions_per_inference'] / 1e6:.2f} M" for q in qemu) or "—"
+        rows.append([target, format_bytes(d["flash_bytes"]), format_bytes(d["ram_bytes"]),
+                     f"{format_bytes(a['arena_bytes'])} / {format_bytes(a['naive_bytes'])} / "
+                     f"{format_bytes(a['lower_bound_bytes'])}",
+                     f"{'bit-exact' if exact else 'MISMATCH'} on {d['n_verified']} inputs: {where}", instr,
+                     f"{100 * d['accuracy_c_host']:.1f}% (n={d['n_verified']})"])
+    return rows
+
+
+DEPLOY_HEADER = ["target", "flash (linked)", "SRAM (linked)", "arena planned / naive / lower bound",
+                 "verification", "instructions per inference", "int8 C accuracy"]
+
+
 def summary_lines(run: dict[str, Any]) -> list[str]:
     verify = run["stages"].get("verify", {}).get("metrics", {})
     zoo = run["stages"].get("zoo", {}).get("metrics", {})
@@ -215,6 +237,10 @@ def render_run_report(run: dict[str, Any]) -> tuple[str, str]:
     parts += ["<h2>Budgets</h2>", _html_table(VERDICT_HEADER, verdict_rows(run))]
     for title, png in plots:
         parts += [f"<h2>{title}</h2>", f'<img alt="{html.escape(title)}" src="data:image/png;base64,{png}">']
+    if deploy_rows(run):
+        parts += ["<h2>Microcontroller deployment</h2>", _html_table(DEPLOY_HEADER, deploy_rows(run)),
+                  "<p>Instruction counts are exact guest instructions per inference from a QEMU plugin: a "
+                  "repeatable cost proxy, not a latency.</p>"]
     parts += ["<h2>Zoo candidates</h2>", _html_table(CANDIDATE_HEADER, candidate_rows(run))]
     stages = [[n, f"{r['metrics'].get('stage_seconds', 0):.1f} s", r["config"].get("fingerprint", "")]
               for n, r in sorted(run["stages"].items(), key=lambda kv: _order(kv[0]))]
@@ -222,7 +248,10 @@ def render_run_report(run: dict[str, Any]) -> tuple[str, str]:
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>devicefit report: {html.escape(name)}</title>"
             f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
     md = [f"# devicefit report: {name}", "", *summary_lines(run), "", "## Budgets", "",
-          _md_table(VERDICT_HEADER, verdict_rows(run)), "## Zoo candidates", "",
+          _md_table(VERDICT_HEADER, verdict_rows(run)),
+          *(["## Microcontroller deployment", "", _md_table(DEPLOY_HEADER, deploy_rows(run))] if deploy_rows(run)
+            else []),
+          "## Zoo candidates", "",
           _md_table(CANDIDATE_HEADER, candidate_rows(run))]
     return page, "\n".join(md)
 
