@@ -11,6 +11,7 @@ from devicefit import __version__
 from devicefit.core import DevicefitError
 
 from . import (  # noqa: F401  (registration)
+    _cmd_adapt,
     _cmd_cost,
     _cmd_data,
     _cmd_deploy,

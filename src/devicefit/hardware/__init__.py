@@ -32,13 +32,17 @@ from ._target import (
     load_targets_file,
     parse_size_bytes,
 )
+from ._train_mem_rules import SAVED_RULES, OpInfo, SavedRef, SavedRule, register_saved_rule
+from ._train_memory import OPTIMIZER_SLOTS, LayerTrainMemory, TrainMemoryReport, optimizer_slots, train_memory
 
 __all__ = [
     "BUDGET_NAMES",
     "ENCODINGS",
     "FBNET",
     "NB201",
+    "OPTIMIZER_SLOTS",
     "PREDICTORS",
+    "SAVED_RULES",
     "TARGETS",
     "TARGETS_ENV",
     "AccuracyTable",
@@ -53,10 +57,15 @@ __all__ = [
     "LatencyTable",
     "LayerLatency",
     "LayerProfile",
+    "LayerTrainMemory",
     "MLPPredictor",
     "MemoryReport",
+    "OpInfo",
     "SampleStats",
+    "SavedRef",
+    "SavedRule",
     "Target",
+    "TrainMemoryReport",
     "TransferPredictor",
     "aggregate_by_block",
     "analytic_peak_activation_bytes",
@@ -74,9 +83,12 @@ __all__ = [
     "load_targets_file",
     "measure_latency",
     "measure_memory",
+    "optimizer_slots",
     "parse_size_bytes",
     "register_predictor",
+    "register_saved_rule",
     "runtime_peak_rss_bytes",
     "summarize_samples",
+    "train_memory",
     "usable_threads",
 ]

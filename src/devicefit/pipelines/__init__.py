@@ -1,5 +1,6 @@
 """Recipes that wire stages together: the train and profile jobs, and the end-to-end `devicefit run`."""
 
+from ._adapt_job import ADAPT_SCHEMES, ADAPT_STAGE, AdaptJobConfig, default_adapt_dir, run_adapt_job, split_new_data
 from ._deploy_job import DeployJobConfig, load_trained_run, render_deploy_markdown, run_deploy_job
 from ._profile_job import PROFILE_STAGE, ProfileJobConfig, latency_samples, make_predictor, run_profile_job
 from ._recipe import CandidateConfig, CompressConfig, DeployConfig, Recipe, ZooConfig, load_recipe
@@ -9,9 +10,12 @@ from ._stages import Stage, StageContext, stage
 from ._train_job import JOB_STAGE, DataConfig, ModelConfig, TrainJobConfig, default_run_dir, run_train_job
 
 __all__ = [
+    "ADAPT_SCHEMES",
+    "ADAPT_STAGE",
     "JOB_STAGE",
     "PROFILE_STAGE",
     "STAGES",
+    "AdaptJobConfig",
     "CandidateConfig",
     "CompressConfig",
     "DataConfig",
@@ -25,6 +29,7 @@ __all__ = [
     "TrainJobConfig",
     "ZooConfig",
     "claim_run_dir",
+    "default_adapt_dir",
     "default_run_dir",
     "latency_samples",
     "load_recipe",
@@ -32,9 +37,11 @@ __all__ = [
     "make_predictor",
     "open_run_log",
     "render_deploy_markdown",
+    "run_adapt_job",
     "run_deploy_job",
     "run_profile_job",
     "run_recipe",
     "run_train_job",
+    "split_new_data",
     "stage",
 ]

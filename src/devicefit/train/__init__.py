@@ -4,6 +4,22 @@ from ._checkpoint import load_checkpoint, load_weights, save_weights
 from ._config import OPTIMIZERS, SCHEDULES, TrainConfig
 from ._evaluate import evaluate, predict_logits
 from ._loop import CHECKPOINT_NAME, MODEL_NAME, fit
+from ._ondevice_adapt import AdaptResult, adapt, check_adaptation_data, modelled_memory
+from ._ondevice_measure import RSS_METHOD, measure_step_rss, saved_activation_bytes
+from ._ondevice_ops import FoldedBN, FrozenConv2d, FrozenStatsBN, MaskReLU, SparseConv2d, pack_bits, unpack_bits
+from ._ondevice_schemes import (
+    SCHEMES,
+    SchemeConfig,
+    UpdatePlan,
+    WeightLayer,
+    plan_updates,
+    prepare,
+    register_scheme,
+    restore,
+    weight_layers,
+)
+from ._ondevice_select import BudgetedSelector, Candidate
+from ._ondevice_tinytl import LeanAvgPool2d, LiteResidual, ResizeTo, add_lite_residuals_
 from ._optim import build_optimizer, build_scheduler, lr_factor
 from ._result import EpochStats, TrainResult
 
@@ -11,17 +27,46 @@ __all__ = [
     "CHECKPOINT_NAME",
     "MODEL_NAME",
     "OPTIMIZERS",
+    "RSS_METHOD",
     "SCHEDULES",
+    "SCHEMES",
+    "AdaptResult",
+    "BudgetedSelector",
+    "Candidate",
     "EpochStats",
+    "FoldedBN",
+    "FrozenConv2d",
+    "FrozenStatsBN",
+    "LeanAvgPool2d",
+    "LiteResidual",
+    "MaskReLU",
+    "ResizeTo",
+    "SchemeConfig",
+    "SparseConv2d",
     "TrainConfig",
     "TrainResult",
+    "UpdatePlan",
+    "WeightLayer",
+    "adapt",
+    "add_lite_residuals_",
     "build_optimizer",
     "build_scheduler",
+    "check_adaptation_data",
     "evaluate",
     "fit",
     "load_checkpoint",
     "load_weights",
     "lr_factor",
+    "measure_step_rss",
+    "modelled_memory",
+    "pack_bits",
+    "plan_updates",
     "predict_logits",
+    "prepare",
+    "register_scheme",
+    "restore",
     "save_weights",
+    "saved_activation_bytes",
+    "unpack_bits",
+    "weight_layers",
 ]

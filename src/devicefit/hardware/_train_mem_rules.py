@@ -1,0 +1,175 @@
+"""What autograd keeps for backward, op by op: the saved-tensor rules of the training-memory model.
+
+Each rule says which tensors an op saves when it takes part in backward, as stock PyTorch 2.x does it
+(checked by `devicefit.train.saved_activation_bytes` through saved-tensor hooks), not the textbook
+minimum: Conv2d saves its input even when its weight is frozen, Linear only when its weight needs a
+gradient, BatchNorm saves its input in train and eval mode, ReLU saves its output, ReLU6/Hardswish/
+Hardsigmoid their input, mean pooling/add/cat/split nothing, mul the other operand. New modules (the
+memory-lean ops of `devicefit.train`) register their own rule with `register_saved_rule`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from devicefit.core import Registry, UnsupportedOpError
+
+__all__ = ["SAVED_RULES", "OpInfo", "SavedRef", "SavedRule", "has_module_rule", "register_saved_rule", "rule_key",
+           "saved_rule_for"]
+
+
+@dataclass(frozen=True)
+class SavedRef:
+    """One tensor an op saves: its `index`-th tensor input ("input"), its output ("output"), or a fresh
+    tensor of `nbytes` that aliases nothing else ("new", e.g. a 1-byte mask)."""
+
+    kind: str
+    index: int = 0
+    nbytes: int = 0
+
+    @classmethod
+    def input(cls, index: int = 0) -> SavedRef:
+        return cls("input", index)
+
+    @classmethod
+    def output(cls) -> SavedRef:
+        return cls("output")
+
+    @classmethod
+    def new(cls, nbytes: int) -> SavedRef:
+        return cls("new", nbytes=int(nbytes))
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """An op as the rules see it. `input_shapes`/`inputs_require_grad` list its tensor inputs in order
+    (parameters reached through `get_attr` included); `params_require_grad` is True when a parameter of
+    its module needs a gradient; `module` is None for functions and methods."""
+
+    name: str
+    module: nn.Module | None
+    input_shapes: tuple[tuple[int, ...], ...]
+    output_shape: tuple[int, ...]
+    inputs_require_grad: tuple[bool, ...]
+    params_require_grad: bool
+
+    @property
+    def output_numel(self) -> int:
+        n = 1
+        for d in self.output_shape:
+            n *= d
+        return n
+
+
+SavedRule = Callable[[OpInfo], Sequence[SavedRef]]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    rule: SavedRule
+    alias: bool  # the output is a view of input 0 (shares its storage)
+
+
+SAVED_RULES: Registry[_Entry] = Registry("saved-tensor rule")
+
+
+def rule_key(op: type | Callable[..., object] | str) -> str:
+    """The registry key of a module class ("module:pkg.Class"), a function or a method name ("fn:name")."""
+    if isinstance(op, type):
+        return f"module:{op.__module__}.{op.__qualname__}"
+    name = op if isinstance(op, str) else getattr(op, "__name__", str(op))
+    return f"fn:{name}"
+
+
+def register_saved_rule(*ops: type | Callable[..., object] | str,
+                        alias: bool = False) -> Callable[[SavedRule], SavedRule]:
+    """Decorator registering `rule(OpInfo) -> [SavedRef]` for module classes, functions or method names.
+
+    `alias=True` declares that the op's output is a view of its first input (flatten, split, getitem):
+    a tensor saved downstream then keeps the first input's storage alive. A module class with a rule is
+    a leaf of the trace (its forward is not traced through).
+    """
+
+    def deco(rule: SavedRule) -> SavedRule:
+        for op in ops:
+            SAVED_RULES.add(rule_key(op), _Entry(rule, alias))
+        return rule
+
+    return deco
+
+
+def _module_entry(cls: type) -> _Entry | None:
+    for klass in cls.__mro__:
+        key = rule_key(klass)
+        if key in SAVED_RULES:
+            return SAVED_RULES.get(key)
+    return None
+
+
+def has_module_rule(module: nn.Module) -> bool:
+    return _module_entry(type(module)) is not None
+
+
+def saved_rule_for(op: nn.Module | Callable[..., object] | str) -> _Entry:
+    """The rule of a module (by class, walking its bases), function or method; raise for an unknown op."""
+    if isinstance(op, nn.Module):
+        entry = _module_entry(type(op))
+    else:
+        entry = SAVED_RULES.get(rule_key(op)) if rule_key(op) in SAVED_RULES else None
+    if entry is None:
+        name = type(op).__name__ if isinstance(op, nn.Module) else rule_key(op)[3:]
+        raise UnsupportedOpError(f"training-memory model has no saved-tensor rule for op {name!r}; "
+                                 f"register one with devicefit.hardware.register_saved_rule")
+    return entry
+
+
+# --- stock PyTorch ops --------------------------------------------------------------------------------------
+
+
+def _nothing(op: OpInfo) -> Sequence[SavedRef]:
+    return ()
+
+
+def _input0(op: OpInfo) -> Sequence[SavedRef]:
+    return (SavedRef.input(0),)
+
+
+register_saved_rule(nn.Conv2d)(_input0)  # saves input and weight whatever needs a gradient
+register_saved_rule(nn.ReLU6, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.Sigmoid)(_input0)
+register_saved_rule(nn.AdaptiveAvgPool2d, nn.Dropout, "add", "sub", "cat")(_nothing)  # functions go by name
+register_saved_rule(nn.Flatten, nn.Identity, "flatten", "split", "getitem", "view", "reshape", alias=True)(_nothing)
+
+
+@register_saved_rule(nn.ReLU)
+def _relu(op: OpInfo) -> Sequence[SavedRef]:
+    return (SavedRef.output(),)
+
+
+@register_saved_rule(nn.Linear)
+def _linear(op: OpInfo) -> Sequence[SavedRef]:
+    weight = getattr(op.module, "weight", None)
+    return (SavedRef.input(0),) if weight is not None and weight.requires_grad else ()
+
+
+@register_saved_rule(nn.BatchNorm2d)
+def _batch_norm(op: OpInfo) -> Sequence[SavedRef]:
+    """Input always; in train mode also the batch mean and inverse std (fp32, one per channel each)."""
+    training = op.module is not None and op.module.training
+    channels = op.output_shape[1] if len(op.output_shape) > 1 else 0
+    return (SavedRef.input(0), *((SavedRef.new(4 * channels),) * 2 if training else ()))
+
+
+@register_saved_rule("mul")
+def _mul(op: OpInfo) -> Sequence[SavedRef]:
+    """a·b keeps b when a needs a gradient and a when b does."""
+    rg = op.inputs_require_grad
+    out = [SavedRef.input(1)] if len(rg) > 1 and rg[0] else []
+    return out + ([SavedRef.input(0)] if len(rg) > 1 and rg[1] else [])
+
+
+@register_saved_rule("index_select")
+def _index_select(op: OpInfo) -> Sequence[SavedRef]:
+    return (SavedRef.input(1),) if len(op.input_shapes) > 1 else ()  # the index (a buffer in the zoo)

@@ -1,0 +1,289 @@
+"""The itemised training-memory model: weights, gradients, optimizer state, activations saved for backward
+(as autograd keeps them, by the rules of `_train_mem_rules`) and working buffers, per layer and in total.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+
+from devicefit.core import ConfigError, UnsupportedOpError, check_choice
+
+from ._train_mem_rules import OpInfo, SavedRef, has_module_rule, saved_rule_for
+
+__all__ = ["OPTIMIZER_SLOTS", "LayerTrainMemory", "TrainMemoryReport", "optimizer_slots", "train_memory"]
+
+OPTIMIZER_SLOTS = {"sgd": 0, "sgd-momentum": 1, "adam": 2, "adamw": 2}  # fp32 state tensors per trainable param
+LOSS_NAME = "cross_entropy"
+
+
+@dataclass(frozen=True)
+class LayerTrainMemory:
+    """One traced op: activation bytes it newly keeps alive for backward (a tensor shared with an earlier op
+    is counted there), bytes of its parameters' gradients and optimizer state, and its trainable params."""
+
+    name: str
+    op: str
+    output_shape: tuple[int, ...]
+    saved_activation_bytes: int
+    gradient_bytes: int
+    optimizer_state_bytes: int
+    trainable_params: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "op": self.op, "output_shape": list(self.output_shape),
+                "saved_activation_bytes": self.saved_activation_bytes, "gradient_bytes": self.gradient_bytes,
+                "optimizer_state_bytes": self.optimizer_state_bytes, "trainable_params": self.trainable_params}
+
+
+@dataclass(frozen=True)
+class TrainMemoryReport:
+    """Training memory of one step at `batch_size`, in bytes (fp32 weights, gradients and state).
+
+    weight_bytes: every parameter and buffer. gradient_bytes/optimizer_state_bytes: trainable parameters
+    only. saved_activation_bytes: distinct storages autograd keeps from forward to backward (the loss's
+    log-probabilities and targets included). working_bytes: the largest pair of activation-gradient
+    buffers (grad of an op's output and of its inputs) live at one backward step. forward_peak_bytes:
+    the most activation memory live at one forward step (saved so far + not yet consumed). Kernel
+    scratch (im2col, layout reorders) is not modelled.
+    """
+
+    batch_size: int
+    optimizer: str
+    weight_bytes: int
+    gradient_bytes: int
+    optimizer_state_bytes: int
+    saved_activation_bytes: int
+    working_bytes: int
+    forward_peak_bytes: int
+    trainable_params: int
+    layers: tuple[LayerTrainMemory, ...] = field(repr=False)
+
+    @property
+    def budget_bytes(self) -> int:
+        """What an update scheme is charged against a training-memory budget: saved activations +
+        gradients + optimizer state (frozen weights can stay in flash)."""
+        return self.saved_activation_bytes + self.gradient_bytes + self.optimizer_state_bytes
+
+    @property
+    def backward_peak_bytes(self) -> int:
+        """Saved activations + gradients + working buffers: an upper bound of backward's peak."""
+        return self.saved_activation_bytes + self.gradient_bytes + self.working_bytes
+
+    @property
+    def step_bytes(self) -> int:
+        """What one training step allocates on top of the resident model and optimizer state: the larger
+        of the forward and backward peaks (compared with the measured peak-RSS delta of a step)."""
+        return max(self.forward_peak_bytes, self.backward_peak_bytes)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weight_bytes + self.optimizer_state_bytes + self.step_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "optimizer": self.optimizer, "weight_bytes": self.weight_bytes,
+                "gradient_bytes": self.gradient_bytes, "optimizer_state_bytes": self.optimizer_state_bytes,
+                "saved_activation_bytes": self.saved_activation_bytes, "working_bytes": self.working_bytes,
+                "forward_peak_bytes": self.forward_peak_bytes, "backward_peak_bytes": self.backward_peak_bytes,
+                "trainable_params": self.trainable_params, "budget_bytes": self.budget_bytes,
+                "step_bytes": self.step_bytes, "total_bytes": self.total_bytes,
+                "layers": [layer.to_dict() for layer in self.layers]}
+
+
+def optimizer_slots(optimizer: str, momentum: float = 0.0) -> int:
+    """fp32 state tensors per trainable parameter: SGD 0 (1 with momentum), Adam/AdamW 2."""
+    check_choice("optimizer", optimizer, ("sgd", "adam", "adamw"))
+    return OPTIMIZER_SLOTS["sgd-momentum" if optimizer == "sgd" and momentum > 0 else optimizer]
+
+
+class _RuleLeafTracer(fx.Tracer):
+    """Treats every module with a saved-tensor rule as a leaf (so custom autograd ops are not traced into)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return has_module_rule(m) or super().is_leaf_module(m, module_qualified_name)
+
+
+def _trace(model: nn.Module, input_shape: tuple[int, ...], batch_size: int) -> fx.GraphModule:
+    try:
+        gm = fx.GraphModule(model, _RuleLeafTracer().trace(model))
+    except Exception as e:  # fx raises many types on dynamic control flow
+        raise UnsupportedOpError(f"cannot trace {type(model).__name__} with torch.fx: {e}") from e
+    modes = {m: m.training for m in model.modules()}
+    model.eval()  # no BN statistics update while propagating shapes
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(torch.zeros(batch_size, *input_shape))
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    return gm
+
+
+def _meta(node: fx.Node) -> list[TensorMetadata]:
+    meta = node.meta.get("tensor_meta")
+    if isinstance(meta, TensorMetadata):
+        return [meta]
+    if isinstance(meta, list | tuple):
+        return [m for m in meta if isinstance(m, TensorMetadata)]
+    return []
+
+
+def _nbytes(node: fx.Node) -> int:
+    return sum(math.prod(m.shape) * torch.empty((), dtype=m.dtype).element_size() for m in _meta(node))
+
+
+def _shape(node: fx.Node) -> tuple[int, ...]:
+    metas = _meta(node)
+    return tuple(int(d) for d in metas[0].shape) if metas else ()
+
+
+def _tensor_args(node: fx.Node) -> list[fx.Node]:
+    found: list[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+    return [n for n in found if _meta(n)]
+
+
+def _param_bytes(params: Sequence[torch.Tensor]) -> int:
+    return sum(p.numel() * p.element_size() for p in params)
+
+
+class _Walk:
+    """Requires-grad propagation, storage aliasing and saved-tensor dedupe over the graph, in order."""
+
+    def __init__(self, gm: fx.GraphModule, slots: int) -> None:
+        self.gm, self.slots = gm, slots
+        self.modules = dict(gm.named_modules())
+        self.requires_grad: dict[fx.Node, bool] = {}
+        self.base: dict[fx.Node, fx.Node] = {}  # node → the node owning its storage
+        self.is_param: set[fx.Node] = set()
+        self.saved: dict[Any, tuple[int, int]] = {}  # storage key → (step it was saved at, bytes)
+        self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
+        self.layers: list[LayerTrainMemory] = []
+        self.working_bytes = 0
+
+    def run(self) -> None:
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                self.requires_grad[node], self.base[node] = False, node
+            elif node.op == "get_attr":
+                attr = _attr(self.gm, node)
+                self.requires_grad[node], self.base[node] = bool(attr.requires_grad), node
+                self.is_param.add(node)
+            elif node.op == "output":
+                self._loss(node)
+            else:
+                self._op(node)
+
+    def _op(self, node: fx.Node) -> None:
+        module = self.modules[str(node.target)] if node.op == "call_module" else None
+        entry = saved_rule_for(module if module is not None else node.target)
+        args = _tensor_args(node)
+        params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
+        in_rg = tuple(self.requires_grad.get(a, False) for a in args)
+        self.requires_grad[node] = any(in_rg) or bool(params)
+        self.base[node] = self.base[args[0]] if entry.alias and args else node
+        info = OpInfo(_op_name(node, module), module, tuple(_shape(a) for a in args), _shape(node), in_rg,
+                      bool(params))
+        saved = self._keep(entry.rule(info), node, args) if self.requires_grad[node] else 0
+        if any(in_rg):
+            grads_in = sum(_nbytes(a) for a, rg in zip(args, in_rg, strict=True) if rg)
+            self.working_bytes = max(self.working_bytes, _nbytes(node) + grads_in)
+        n_params = sum(p.numel() for p in params)
+        self.layers.append(LayerTrainMemory(node.name, info.name, info.output_shape, saved, _param_bytes(params),
+                                            self.slots * _param_bytes(params), n_params))
+
+    def _keep(self, refs: Sequence[SavedRef], node: fx.Node, args: list[fx.Node]) -> int:
+        """Bytes of the storages in `refs` not already kept by an earlier op."""
+        added = 0
+        for i, ref in enumerate(refs):
+            if ref.kind == "new":
+                key: Any = (node, i)
+                nbytes = ref.nbytes
+            else:
+                source = node if ref.kind == "output" else args[ref.index]
+                key = self.base[source]
+                if key in self.is_param:
+                    continue
+                nbytes = _nbytes(key)
+            if key not in self.saved:
+                self.saved[key] = (self.order[node], nbytes)
+                added += nbytes
+        return added
+
+    def forward_peak_bytes(self) -> int:
+        """Peak over forward steps of the storages alive then (made, not yet past their last forward use;
+        the input batch excluded) plus those already saved for backward."""
+        last: dict[fx.Node, int] = {}
+        for node, i in self.order.items():
+            base = self.base.get(node)
+            if base is not None and base.op not in ("placeholder", "get_attr"):
+                last[base] = max([last.get(base, i), *(self.order[u] for u in node.users)])
+        peak = 0
+        for step in range(len(self.order)):
+            live = {b: _nbytes(b) for b, end in last.items() if self.order[b] <= step <= end}
+            live.update({k: nbytes for k, (at, nbytes) in self.saved.items() if at <= step})
+            peak = max(peak, sum(live.values()))
+        return peak
+
+    def _loss(self, node: fx.Node) -> None:
+        """Cross-entropy keeps its log-probabilities (like the logits, fp32), the int64 targets and a scalar."""
+        (logits,) = _tensor_args(node) or (None,)
+        if logits is None or not self.requires_grad.get(logits, False):
+            return
+        shape = _shape(logits)
+        nbytes = _nbytes(logits) + 8 * shape[0] + 4  # + the fp32 total-weight scalar
+        self.working_bytes = max(self.working_bytes, 2 * _nbytes(logits))
+        self.layers.append(LayerTrainMemory(LOSS_NAME, LOSS_NAME, shape, nbytes, 0, 0, 0))
+
+
+def _attr(gm: fx.GraphModule, node: fx.Node) -> torch.Tensor:
+    obj: Any = gm
+    for part in str(node.target).split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _op_name(node: fx.Node, module: nn.Module | None) -> str:
+    if module is not None:
+        return type(module).__name__
+    return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+
+
+def _check_args(input_shape: Sequence[int], batch_size: int) -> tuple[int, ...]:
+    shape = tuple(input_shape)
+    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise ConfigError(f"input_shape must be positive ints (C, H, W), got {input_shape!r}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    return shape
+
+
+def train_memory(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1, optimizer: str = "sgd",
+                 momentum: float = 0.0) -> TrainMemoryReport:
+    """Model the memory of one training step of `model` as it stands: which parameters have
+    `requires_grad`, which modules are in train mode and which (memory-lean) modules it holds decide the
+    figures. Cross-entropy on the output is assumed. The model is traced with torch.fx and run once on
+    zeros in eval mode under no_grad to get shapes (its modes and weights are left as they were).
+
+    Raises `UnsupportedOpError` for an op without a saved-tensor rule or a model fx cannot trace.
+    """
+    shape = _check_args(input_shape, batch_size)
+    slots = optimizer_slots(optimizer, momentum)
+    walk = _Walk(_trace(model, shape, batch_size), slots)
+    walk.run()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    buffers = list(model.buffers())
+    return TrainMemoryReport(
+        batch_size=batch_size, optimizer=optimizer if slots != 1 else "sgd-momentum",
+        weight_bytes=_param_bytes(list(model.parameters())) + _param_bytes(buffers),
+        gradient_bytes=_param_bytes(trainable), optimizer_state_bytes=slots * _param_bytes(trainable),
+        saved_activation_bytes=sum(layer.saved_activation_bytes for layer in walk.layers),
+        working_bytes=walk.working_bytes, forward_peak_bytes=walk.forward_peak_bytes(),
+        trainable_params=sum(p.numel() for p in trainable),
+        layers=tuple(walk.layers))
