@@ -19,7 +19,7 @@ from devicefit.pipelines import STAGES, load_recipe, run_recipe
 RECIPE = """
 name = "kws-test"
 targets = ["cortex-m4-256k", "host-ort"]
-stages = ["zoo", "deploy", "verify", "report"]
+stages = ["zoo", "compress", "deploy", "verify", "report"]
 
 [budgets.host-ort]
 latency_ms = 50.0
@@ -99,7 +99,12 @@ def test_run_verifies_budgets_and_writes_records_and_report(finished_run):
     assert not by_name["mobilenet_v2"]["feasible"] and "train" not in by_name["mobilenet_v2"]
     assert by_name["dscnn"]["feasible"] and zoo["selected"] == "dscnn"
     assert by_name["dscnn"]["latency"]["host-ort"]["median_ms"] > 0
+    comp = json.loads((out / "stages" / "compress.json").read_text())["metrics"]
+    assert comp["precision"] == "int8" and comp["runtime_ops"].get("QLinearConv", 0) > 0
+    assert abs(comp["test_accuracy"] - comp["fp32_test_accuracy"]) < 0.1
     verify = json.loads((out / "stages" / "verify.json").read_text())["metrics"]
+    assert verify["final"]["source"] == "compress" and verify["final"]["onnx"].endswith("model.onnx")
+    assert "int8" in verify["targets"]["host-ort"]["methods"]["latency_ms"]
     lines = {(t, x["name"]): x for t, b in verify["budgets"].items() for x in b["lines"]}
     assert lines["cortex-m4-256k", "peak_sram_bytes"]["limit"] == 64 * 1024
     # the microcontroller figures come from the generated, linked and verified C program
@@ -118,7 +123,7 @@ def test_run_verifies_budgets_and_writes_records_and_report(finished_run):
     page = (out / "report.html").read_text()
     assert "devicefit report: kws-test" in page and page.count("data:image/png;base64,") >= 2
     assert "cortex-m4-256k" in (out / "report.md").read_text()
-    assert "Microcontroller deployment" in page and "bit-exact on 16 inputs" in page
+    assert "Microcontroller deployment" in page and "int8 QDQ (ONNX)" in page and "bit-exact on 16 inputs" in page
 
 
 @pytest.mark.slow

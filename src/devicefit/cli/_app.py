@@ -12,6 +12,7 @@ from devicefit.core import DevicefitError
 
 from . import (  # noqa: F401  (registration)
     _cmd_adapt,
+    _cmd_compress,
     _cmd_cost,
     _cmd_data,
     _cmd_deploy,

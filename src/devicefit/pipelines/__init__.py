@@ -1,6 +1,7 @@
 """Recipes that wire stages together: the train and profile jobs, and the end-to-end `devicefit run`."""
 
 from ._adapt_job import ADAPT_SCHEMES, ADAPT_STAGE, AdaptJobConfig, default_adapt_dir, run_adapt_job, split_new_data
+from ._compress_job import COMPRESS_METHODS, COMPRESS_STAGE, CompressJobConfig, run_compress_job
 from ._deploy_job import DeployJobConfig, load_trained_run, render_deploy_markdown, run_deploy_job
 from ._profile_job import PROFILE_STAGE, ProfileJobConfig, latency_samples, make_predictor, run_profile_job
 from ._recipe import CandidateConfig, CompressConfig, DeployConfig, Recipe, ZooConfig, load_recipe
@@ -12,12 +13,15 @@ from ._train_job import JOB_STAGE, DataConfig, ModelConfig, TrainJobConfig, defa
 __all__ = [
     "ADAPT_SCHEMES",
     "ADAPT_STAGE",
+    "COMPRESS_METHODS",
+    "COMPRESS_STAGE",
     "JOB_STAGE",
     "PROFILE_STAGE",
     "STAGES",
     "AdaptJobConfig",
     "CandidateConfig",
     "CompressConfig",
+    "CompressJobConfig",
     "DataConfig",
     "DeployConfig",
     "DeployJobConfig",
@@ -38,6 +42,7 @@ __all__ = [
     "open_run_log",
     "render_deploy_markdown",
     "run_adapt_job",
+    "run_compress_job",
     "run_deploy_job",
     "run_profile_job",
     "run_recipe",

@@ -87,7 +87,7 @@ class Recipe:
     run_dir: str | None = None
     targets: tuple[str, ...] = ("cortex-m4-256k", "host-ort")
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stages: tuple[str, ...] = ("zoo", "deploy", "verify", "report")
+    stages: tuple[str, ...] = ("zoo", "compress", "deploy", "verify", "report")
     data: DataConfig = field(default_factory=DataConfig)
     zoo: ZooConfig = field(default_factory=ZooConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

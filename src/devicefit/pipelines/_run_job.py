@@ -14,7 +14,7 @@ from typing import Any
 from devicefit import __version__
 from devicefit.core import ConfigError, DataError, atomic_write_json, read_json, to_dict
 
-from . import _stage_deploy, _stage_verify, _stage_zoo  # noqa: F401  (registers the stages)
+from . import _stage_compress, _stage_deploy, _stage_verify, _stage_zoo  # noqa: F401  (registers the stages)
 from ._recipe import Recipe
 from ._run_dir import open_run_log
 from ._stages import STAGES, Stage, StageContext, run_stages, stage

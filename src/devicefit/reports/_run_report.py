@@ -187,6 +187,18 @@ def deploy_rows(run: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def compress_rows(run: dict[str, Any]) -> list[list[str]]:
+    """[model, test accuracy, ONNX bytes, MACs, latency] before and after compression."""
+    c = run["stages"].get("compress", {}).get("metrics", {})
+    if not c.get("onnx"):
+        return []
+    return [[name, f"{100 * side['accuracy']:.2f}%", format_bytes(side["onnx_bytes"]), f"{side['macs'] / 1e6:.2f} M",
+             f"{c[key]:.3g} ms"] for name, side, key in (("fp32 (ONNX)", c["before"], "before_latency_ms"),
+                                                        ("int8 QDQ (ONNX)", c["after"], "after_latency_ms"))]
+
+
+COMPRESS_HEADER = ["model", "test acc.", "file", "MACs", "latency (measured side by side)"]
+
 DEPLOY_HEADER = ["target", "flash (linked)", "SRAM (linked)", "arena planned / naive / lower bound",
                  "verification", "instructions per inference", "int8 C accuracy"]
 
@@ -237,6 +249,8 @@ def render_run_report(run: dict[str, Any]) -> tuple[str, str]:
     parts += ["<h2>Budgets</h2>", _html_table(VERDICT_HEADER, verdict_rows(run))]
     for title, png in plots:
         parts += [f"<h2>{title}</h2>", f'<img alt="{html.escape(title)}" src="data:image/png;base64,{png}">']
+    if compress_rows(run):
+        parts += ["<h2>Compression</h2>", _html_table(COMPRESS_HEADER, compress_rows(run))]
     if deploy_rows(run):
         parts += ["<h2>Microcontroller deployment</h2>", _html_table(DEPLOY_HEADER, deploy_rows(run)),
                   "<p>Instruction counts are exact guest instructions per inference from a QEMU plugin: a "
@@ -249,6 +263,7 @@ def render_run_report(run: dict[str, Any]) -> tuple[str, str]:
             f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
     md = [f"# devicefit report: {name}", "", *summary_lines(run), "", "## Budgets", "",
           _md_table(VERDICT_HEADER, verdict_rows(run)),
+          *(["## Compression", "", _md_table(COMPRESS_HEADER, compress_rows(run))] if compress_rows(run) else []),
           *(["## Microcontroller deployment", "", _md_table(DEPLOY_HEADER, deploy_rows(run))] if deploy_rows(run)
             else []),
           "## Zoo candidates", "",

@@ -1,0 +1,338 @@
+"""Compression on the zoo's trained CIFAR-10 models, every variant measured side by side in one run.
+
+For each trained run (MobileNetV2 width 0.35, ResNet-8): fp32 ONNX; our int8 PTQ (U8S8 QDQ, per-channel) with
+each calibrator, with bias correction, and per-tensor with and without cross-layer equalization; ONNX Runtime's
+default `quantize_static` recipe as the peer baseline (and its U8S8 per-channel setting); structured pruning
+(L1, fine-tuned, optionally distilled from the unpruned model) alone and followed by int8; unstructured
+magnitude pruning. Each row: test accuracy, file bytes, MACs, and batch-1 ONNX Runtime latency (median over
+interleaved rounds, all models in one process) with its ratio to fp32.
+
+    python benchmarks/compression.py --data-dir ../shared/data                # the full run
+    python benchmarks/compression.py --quick                                  # a smoke run (minutes)
+
+Writes benchmarks/results/compression{,-quick}.{json,md} atomically. Calibration uses train images only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from devicefit import data as D
+from devicefit import models as M
+from devicefit import train as T
+from devicefit.compress import (
+    INT8_COMPUTE_OPS,
+    MagnitudeConfig,
+    MagnitudePruner,
+    PostTrainingQuantizer,
+    PruneConfig,
+    PTQConfig,
+    StructuredPruner,
+    evaluate_onnx,
+    runtime_op_counts,
+)
+from devicefit.core import ArchSpec, atomic_write_json, atomic_write_text, machine_info, read_json
+from devicefit.hardware import measure_latency
+from devicefit.nn import analyze, export_onnx
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+RUNS = ("mobilenet_v2-cifar10-subset", "resnet8-cifar10-full")
+SHAPE = (3, 32, 32)
+
+
+def load_run(name: str) -> nn.Module:
+    run = ROOT / "runs" / name
+    model = M.build(ArchSpec.from_dict(read_json(run / "spec.json")))
+    T.load_weights(model, run / "model.pt")
+    return model.eval()
+
+
+def ptq_variants(quick: bool) -> dict[str, PTQConfig]:
+    out = {"int8 minmax (ours)": PTQConfig(),
+           "int8 percentile (ours)": PTQConfig(calibrator="percentile"),
+           "int8 mse (ours)": PTQConfig(calibrator="mse"),
+           "int8 entropy (ours)": PTQConfig(calibrator="entropy"),
+           "int8 percentile + bias corr. (ours)": PTQConfig(calibrator="percentile", bias_correction=True),
+           "int8 per-tensor, no CLE": PTQConfig(per_channel=False),
+           "int8 per-tensor + CLE": PTQConfig(per_channel=False, equalize=True),
+           "w4a8 nearest (ours)": PTQConfig(calibrator="percentile", weight_bits=4),
+           "w4a8 AdaRound (ours)": PTQConfig(calibrator="percentile", weight_bits=4, adaround=True,
+                                             adaround_iters=50 if quick else 300)}
+    if quick:
+        out = {k: v for k, v in out.items() if "mse" not in k and "entropy" not in k}
+    return out
+
+
+def weight_bytes(path: Path, bits: int) -> int:
+    """Bytes of the weight tensors (initializers with >= 2 dims) stored at `bits` bits (float ones at 32)."""
+    import onnx
+
+    total = 0.0
+    for init in onnx.load(str(path)).graph.initializer:
+        if len(init.dims) >= 2:
+            n = int(np.prod(init.dims))
+            total += n * (4 if init.data_type == onnx.TensorProto.FLOAT else bits / 8)
+    return int(total)
+
+
+# Run by the python of a separate venv with nncf (not a devicefit dependency): NNCF's default PTQ of an ONNX file.
+NNCF_SCRIPT = """
+import sys
+import nncf, numpy as np, onnx
+fp32, calib, out = sys.argv[1:4]
+model, x = onnx.load(fp32), np.load(calib)
+name = model.graph.input[0].name
+dataset = nncf.Dataset([x[i:i + 1] for i in range(len(x))], lambda item: {name: item})
+onnx.save(nncf.quantize(model, dataset, subset_size=len(x)), out)
+"""
+
+
+def nncf_ptq(python: str, fp32: Path, out: Path, calib: np.ndarray) -> Path:
+    """NNCF's default post-training quantization (its ONNX backend) run by `python`, on the same images."""
+    import subprocess
+
+    np.save(out.with_suffix(".npy"), calib)
+    subprocess.run([python, "-c", NNCF_SCRIPT, str(fp32), str(out.with_suffix(".npy")), str(out)], check=True,
+                   capture_output=True, text=True)
+    return out
+
+
+def ort_default(fp32: Path, out: Path, calib: np.ndarray, **overrides: Any) -> Path:
+    """ONNX Runtime's `quantize_static` with its defaults (QDQ, int8 activations, per-tensor, min-max),
+    or with `overrides` (e.g. the U8S8 per-channel setting), after its recommended pre-processing."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(calib[i:i + 1] for i in range(len(calib)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self.it, None)
+            return None if x is None else {"input": x}
+
+    pre = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32), str(pre))
+    kw = {k: getattr(QuantType, v) if k.endswith("_type") else v for k, v in overrides.items()}
+    quantize_static(str(pre), str(out), Reader(), **kw)
+    return out
+
+
+def finetune_fn(train: D.ArrayDataset, epochs: int, teacher: nn.Module | None) -> Callable[[nn.Module], nn.Module]:
+    def finetune(net: nn.Module) -> nn.Module:
+        cfg = T.TrainConfig(epochs=epochs, lr=0.01, warmup_epochs=0.0, threads=1, distill_alpha=0.5)
+        T.fit(net, train, cfg, teacher=teacher, augment_default="crop_flip", progress=False)
+        return net
+    return finetune
+
+
+def interleaved_latency(paths: dict[str, Path], rounds: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Median of per-round medians for every file, rounds interleaved so drift hits all models alike."""
+    meds: dict[str, list[float]] = {k: [] for k in paths}
+    cvs: dict[str, list[float]] = {k: [] for k in paths}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # spread is reported per row instead
+        for _ in range(rounds):
+            for name, path in paths.items():
+                r = measure_latency(path, "host-ort", input_shape=SHAPE, repeats=repeats, warmup=10, rounds=1,
+                                    threads=1)
+                meds[name].append(r.median_ms)
+                cvs[name].append(r.cv)
+    return {k: {"median_ms": float(np.median(v)), "p10_ms": float(np.percentile(v, 10)),
+                "p90_ms": float(np.percentile(v, 90)), "cv_within_round": float(np.median(cvs[k]))}
+            for k, v in meds.items()}
+
+
+def bench_model(run: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    model = load_run(run)
+    test = D.load_dataset("cifar10", "test", args.data_dir)
+    train_full = D.load_dataset("cifar10", "train", args.data_dir)
+    if args.n_test:
+        test = test.subset(np.arange(min(args.n_test, len(test))))
+    calib_ds = D.calibration_split(train_full, args.n_calib, seed=0)
+    calib = D.to_float_tensor(calib_ds, calib_ds.x).numpy()
+    rows: dict[str, dict[str, Any]] = {}
+    files: dict[str, Path] = {}
+
+    def add(name: str, path: Path, macs: int, seconds: float, extra: dict[str, Any] | None = None,
+            bits: int = 8) -> None:
+        ops = runtime_op_counts(path)
+        rows[name] = {"accuracy": evaluate_onnx(path, test)["accuracy"], "file_bytes": path.stat().st_size,
+                      "weight_bytes": weight_bytes(path, bits),
+                      "macs": macs, "int8_kernels": sum(v for k, v in ops.items() if k in INT8_COMPUTE_OPS),
+                      "seconds": round(seconds, 1), **(extra or {})}
+        files[name] = path
+        print(f"  {run} {name}: acc {rows[name]['accuracy']:.4f} ({seconds:.0f}s)", flush=True)
+
+    macs = analyze(model, SHAPE).macs
+    fp32 = export_onnx(model, SHAPE, tmp / f"{run}-fp32.onnx", dynamic_batch=True)
+    add("fp32", fp32, macs, 0.0)
+    for name, cfg in ptq_variants(args.quick).items():
+        t0 = time.perf_counter()
+        q = PostTrainingQuantizer(cfg).calibrate(model, calib, SHAPE)
+        add(name, q.save(tmp / f"{run}-{len(files)}.onnx"), macs, time.perf_counter() - t0, q.report_,
+            bits=cfg.weight_bits)
+    for name, kw in (("ORT quantize_static default", {}),
+                     ("ORT quantize_static U8S8 per-channel", {"activation_type": "QUInt8", "per_channel": True})):
+        t0 = time.perf_counter()
+        add(name, ort_default(fp32, tmp / f"{run}-{len(files)}.onnx", calib, **kw), macs, time.perf_counter() - t0)
+    if args.nncf_python:
+        t0 = time.perf_counter()
+        add("NNCF quantize default", nncf_ptq(args.nncf_python, fp32, tmp / f"{run}-nncf.onnx", calib), macs,
+            time.perf_counter() - t0)
+    prune_rows(run, model, train_full, calib, args, tmp, add)
+    lat = interleaved_latency(files, args.rounds, args.repeats)
+    base = lat["fp32"]["median_ms"]
+    for name, row in rows.items():
+        row.update(lat[name], speedup_vs_fp32=base / lat[name]["median_ms"],
+                   size_ratio_vs_fp32=rows["fp32"]["file_bytes"] / row["file_bytes"],
+                   weight_ratio_vs_fp32=rows["fp32"]["weight_bytes"] / row["weight_bytes"])
+    qat = qat_rows(model, train_full, test, calib, args)
+    return {"run": run, "n_test": len(test), "test_source": test.source, "n_calibration": len(calib), "rows": rows,
+            "qat": qat}
+
+
+def qat_rows(model: nn.Module, train_full: D.ArrayDataset, test: D.ArrayDataset, calib: np.ndarray,
+             args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """LSQ QAT at 8/4/2 bits and mixed precision (weights at <= the 4-bit budget), simulated in PyTorch
+    (fake quantization): accuracy only; ONNX Runtime has no sub-8-bit kernels to time. QAT trains further
+    (distilled from the fp32 model), so the fp32 model fine-tuned alike is the control to compare against."""
+    from devicefit.compress import LSQConfig, LSQQuantizer, choose_bit_widths, layer_sensitivity, quant_layers
+    from devicefit.compress import weight_bytes as layer_bytes
+
+    train, _ = D.split_train_val(train_full, 0.1, seed=0)
+    if args.n_finetune:
+        train = train.subset(np.arange(min(args.n_finetune, len(train))))
+    x = torch.from_numpy(calib[:256])
+    names = quant_layers(model)
+    sens = layer_sensitivity(model, x[:128], bits=(2, 4, 8))
+    budget = layer_bytes(model, {n: 4 for n in names})
+    mixed = choose_bit_widths(model, sens, budget)
+    configs = {f"LSQ w{b}a{b}": LSQConfig(weight_bits=b, act_bits=b) for b in (8, 4, 2)}
+    configs["LSQ mixed (2/4/8, 4-bit budget) a8"] = LSQConfig(act_bits=8, first_last_bits=None, bits_per_layer=mixed)
+    out: dict[str, dict[str, Any]] = {"fp32 (PyTorch)": {"accuracy": T.evaluate(model, test)["accuracy"],
+                                                          "weight_bytes": layer_bytes(model, {n: 32 for n in names})}}
+    if args.qat_epochs:  # the control: the same extra training without quantization
+        ref = copy.deepcopy(model)
+        finetune_fn(train, args.qat_epochs, model)(ref)
+        acc = T.evaluate(ref, test)["accuracy"]
+        out["fp32 fine-tuned alike (control)"] = {**out["fp32 (PyTorch)"], "accuracy": acc}
+    for name, cfg in configs.items():
+        t0 = time.perf_counter()
+        ft = finetune_fn(train, args.qat_epochs, model) if args.qat_epochs else None
+        q = LSQQuantizer(cfg).fit(model, x, ft)
+        out[name] = {"accuracy": T.evaluate(q.model, test)["accuracy"], "weight_bytes": layer_bytes(model, q.bits_),
+                     "bits": q.bits_, "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"  {name}: acc {out[name]['accuracy']:.4f}", flush=True)
+    return out
+
+
+def prune_rows(run: str, model: nn.Module, train_full: D.ArrayDataset, calib: np.ndarray,
+               args: argparse.Namespace, tmp: Path, add: Callable[..., None]) -> None:
+    train, _ = D.split_train_val(train_full, 0.1, seed=0)
+    if args.n_finetune:
+        train = train.subset(np.arange(min(args.n_finetune, len(train))))
+    t0 = time.perf_counter()
+    ft = finetune_fn(train, args.finetune_epochs, model if args.distill else None) if args.finetune_epochs else None
+    res = StructuredPruner(PruneConfig(ratio=args.prune_ratio, steps=args.prune_steps)).fit(model, SHAPE,
+                                                                                             finetune=ft).result_
+    tag = f"pruned {args.prune_ratio:.0%} L1, {args.prune_steps} step(s) x {args.finetune_epochs} ep fine-tune"
+    add(tag, export_onnx(res.model, SHAPE, tmp / f"{run}-pruned.onnx", dynamic_batch=True), res.macs_after,
+        time.perf_counter() - t0, res.to_dict())
+    q = PostTrainingQuantizer(PTQConfig(calibrator="percentile")).calibrate(res.model, calib, SHAPE)
+    add(tag + " + int8", q.save(tmp / f"{run}-pruned-int8.onnx"), res.macs_after, 0.0)
+    mag = MagnitudePruner(MagnitudeConfig(sparsity=0.5, value_bytes=4)).fit(model)
+    add("unstructured 50% magnitude (no fine-tune)",
+        export_onnx(mag.model_, SHAPE, tmp / f"{run}-sparse.onnx", dynamic_batch=True), analyze(model, SHAPE).macs,
+        0.0, {k: v for k, v in mag.report_.items() if k != "note"})
+
+
+ONNX_HEADER = ("| variant | test acc. | Δ acc. (pt) | file bytes | weight bytes | weights × smaller | MACs | "
+               "int8 kernels | latency ms (p10–p90) | speed-up × |")
+QAT_NOTE = ("QAT (LSQ) and mixed precision, simulated in PyTorch (fake quantization; ONNX Runtime has no "
+            "sub-8-bit kernels to time):")
+
+
+def onnx_table(m: dict[str, Any]) -> list[str]:
+    lines = [ONNX_HEADER, "|---|" + "---:|" * 9]
+    base = m["rows"]["fp32"]["accuracy"]
+    for name, r in m["rows"].items():
+        lines.append(f"| {name} | {100 * r['accuracy']:.2f}% | {100 * (r['accuracy'] - base):+.2f} | "
+                     f"{r['file_bytes']:,} | {r['weight_bytes']:,} | {r['weight_ratio_vs_fp32']:.2f} | "
+                     f"{r['macs']:,} | {r['int8_kernels']} | {r['median_ms']:.3f} ({r['p10_ms']:.3f}–"
+                     f"{r['p90_ms']:.3f}) | {r['speedup_vs_fp32']:.2f} |")
+    return lines
+
+
+def qat_table(m: dict[str, Any]) -> list[str]:
+    lines = [QAT_NOTE, "", "| variant | test acc. | Δ acc. (pt) | weight bytes |", "|---|---:|---:|---:|"]
+    base = m["qat"]["fp32 (PyTorch)"]["accuracy"]
+    for name, r in m["qat"].items():
+        lines.append(f"| {name} | {100 * r['accuracy']:.2f}% | {100 * (r['accuracy'] - base):+.2f} | "
+                     f"{r['weight_bytes']:,.0f} |")
+    return lines
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [f"# Compression benchmark ({'quick smoke run' if result['quick'] else 'full run'})", "",
+             f"Machine: {result['machine'].get('cpu_model', '?')}, flags {result['machine'].get('cpu_flags')}; "
+             f"ONNX Runtime CPU, 1 thread, batch 1. Latency: median of {result['rounds']} interleaved rounds "
+             f"of {result['repeats']} timed runs after 10 warm-ups (p10/p90 over the round medians). "
+             f"Accuracy: ONNX Runtime on the test split; calibration: train images only.", ""]
+    for m in result["models"]:
+        lines += [f"## {m['run']} ({m['n_test']} test images: {m['test_source']}; {m['n_calibration']} "
+                  "calibration images)", "", *onnx_table(m), "", *qat_table(m), ""]
+    lines += ["Weight bytes count w4 rows at 4 bits per weight (packed storage, as an MCU deployment holds them); "
+              "their ONNX files keep the 4-bit values in int8 (no int4 convolution in ONNX Runtime), so file bytes "
+              "and latency equal the int8 rows'.", "",
+              "Unstructured pruning zeroes weights but the dense runtime still multiplies them: its latency is "
+              "the fp32 model's; only sparse storage (see JSON: sparse_bytes vs dense_bytes) would shrink it.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None, help="full CIFAR-10 copy (default: the bundled subset)")
+    p.add_argument("--runs", nargs="+", default=list(RUNS))
+    p.add_argument("--quick", action="store_true", help="smoke run: small test/calibration/fine-tune sets")
+    p.add_argument("--n-test", type=int, default=0, help="limit the test images (0 = all)")
+    p.add_argument("--n-calib", type=int, default=512)
+    p.add_argument("--n-finetune", type=int, default=0, help="limit the fine-tune images (0 = all)")
+    p.add_argument("--prune-ratio", type=float, default=0.5)
+    p.add_argument("--prune-steps", type=int, default=2)
+    p.add_argument("--finetune-epochs", type=int, default=5)
+    p.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
+    p.add_argument("--qat-epochs", type=int, default=3, help="LSQ fine-tune epochs (0 = none)")
+    p.add_argument("--nncf-python", help="python of a venv with nncf installed: adds NNCF's default PTQ")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=100)
+    args = p.parse_args()
+    if args.quick:
+        args.n_test, args.n_calib, args.n_finetune = args.n_test or 500, 128, args.n_finetune or 1000
+        args.finetune_epochs, args.rounds, args.repeats, args.prune_steps = 1, 3, 30, 1
+        args.qat_epochs = 1
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="devicefit-bench-") as tmp:
+        models = [bench_model(run, args, Path(tmp)) for run in args.runs]
+    result = {"quick": args.quick, "args": vars(args), "machine": machine_info(), "rounds": args.rounds,
+              "repeats": args.repeats, "models": models}
+    stem = "compression-quick" if args.quick else "compression"
+    atomic_write_json(RESULTS / f"{stem}.json", result)
+    atomic_write_text(RESULTS / f"{stem}.md", markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

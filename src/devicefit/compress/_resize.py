@@ -1,0 +1,53 @@
+"""Rebuilding a pruned network: resize the layers of a freshly built model to the shapes in a pruned state dict,
+so pruned weights load without pickling modules (a pruned net is no longer described by its `ArchSpec`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from devicefit.core import DataError
+
+__all__ = ["load_pruned_state_", "pruned_shapes"]
+
+
+def pruned_shapes(model: nn.Module) -> dict[str, list[int]]:
+    """{parameter or buffer name: shape} of `model`: stored beside pruned weights as a readable record."""
+    return {k: list(v.shape) for k, v in model.state_dict().items()}
+
+
+def _resized_conv(old: nn.Conv2d, w: torch.Tensor) -> nn.Conv2d:
+    depthwise = old.groups > 1 and old.groups == old.in_channels == old.out_channels
+    groups = w.shape[0] if depthwise else old.groups
+    return nn.Conv2d(w.shape[1] * groups, w.shape[0], old.kernel_size, old.stride, old.padding, old.dilation,
+                     groups, bias=old.bias is not None)
+
+
+def _resized(name: str, old: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module | None:
+    w = state.get(f"{name}.weight")
+    if w is None or (hasattr(old, "weight") and old.weight is not None and old.weight.shape == w.shape):
+        return None
+    if isinstance(old, nn.Conv2d):
+        return _resized_conv(old, w)
+    if isinstance(old, nn.Linear):
+        return nn.Linear(w.shape[1], w.shape[0], bias=old.bias is not None)
+    if isinstance(old, nn.BatchNorm2d):
+        return nn.BatchNorm2d(w.shape[0], eps=old.eps, momentum=old.momentum)
+    raise DataError(f"pruned weights resize layer {name!r} ({type(old).__name__}), which cannot be rebuilt")
+
+
+def load_pruned_state_(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Resize every Conv2d/Linear/BatchNorm2d of `model` (in place) to the shapes in `state`, load `state`
+    strictly and return `model`. Depthwise convs stay depthwise. A mismatch → DataError naming the layer."""
+    for name, module in list(model.named_modules()):
+        new = _resized(name, module, state) if name else None
+        if new is not None:
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, leaf, new)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise DataError(f"pruned weights do not fit {type(model).__name__}: {' '.join(str(e).split())[:400]}") from e
+    return model

@@ -1,0 +1,317 @@
+"""The compress job: a trained run directory (or checkpoint + spec) → prune / quantize / distil → a new run
+directory with the compressed model and a before/after record (test accuracy, bytes, MACs, measured latency).
+
+The input is only read: its files' SHA-256 are recorded before and checked after. Methods are registered in
+`COMPRESS_METHODS`; each gets the loaded source and returns the compressed model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from devicefit.compress import PruneConfig, PTQConfig
+from devicefit.core import (
+    ArchSpec,
+    ConfigError,
+    DataError,
+    Registry,
+    RunRecord,
+    atomic_write_json,
+    check_positive,
+    from_dict,
+    machine_info,
+    read_json,
+    sha256_file,
+    to_dict,
+)
+from devicefit.train import TrainConfig
+
+from ._run_dir import claim_run_dir, open_run_log
+from ._train_job import DataConfig, ModelConfig, TrainJobConfig
+
+__all__ = ["COMPRESS_METHODS", "COMPRESS_STAGE", "CompressJobConfig", "default_finetune", "load_source",
+           "run_compress_job"]
+
+COMPRESS_STAGE = "compress"
+_DATA = "data.json"  # the data config a compress run used, so a later job on its output uses it too
+
+
+def default_finetune() -> TrainConfig:
+    """Fine-tuning after compression: 2 epochs at lr 0.01, no warm-up (a short recovery, not a retrain)."""
+    return TrainConfig(epochs=2, lr=0.01, warmup_epochs=0.0)
+
+
+@dataclass(frozen=True)
+class CompressJobConfig:
+    """One compression job.
+
+    source: a train run directory (spec.json + model.pt [+ config.json]) or a weights file (then `spec` names
+        its spec.json). method: a name in `COMPRESS_METHODS` ("prune", "quantize", "distill").
+    data: dataset for calibration, fine-tuning and the test split (the source run's data when left default).
+    prune / ptq: the method settings; finetune: training after each pruning step and for distillation
+        (`no_finetune` skips it after pruning); distill: fine-tune against the unpruned source as teacher.
+    latency_ms: for "prune", prune round by round until `target` measures at most this (latency-driven
+        mode; `prune.ratio`/`steps` then set per round), else prune `prune.ratio` in `prune.steps` steps.
+    student: for "distill", the zoo model to train (name "" → the source's family with `params` overrides).
+    n_calibration: train images for int8 calibration; latency_repeats/latency_rounds: timing of before/after,
+        interleaved on `target`. run_dir: the new folder (required; never the source).
+    """
+
+    source: str = ""
+    spec: str | None = None
+    method: str = "quantize"
+    run_dir: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    ptq: PTQConfig = field(default_factory=PTQConfig)
+    finetune: TrainConfig = field(default_factory=default_finetune)
+    no_finetune: bool = False
+    distill: bool = False
+    latency_ms: float | None = None
+    student: ModelConfig = field(default_factory=lambda: ModelConfig(name="", params={}))
+    n_calibration: int = 256
+    target: str = "host-ort"
+    latency_repeats: int = 50
+    latency_rounds: int = 3
+
+    def __post_init__(self) -> None:
+        COMPRESS_METHODS.get(self.method)
+        if not self.source:
+            raise ConfigError("source must name a train run directory or a weights file, got ''")
+        if not self.run_dir:
+            raise ConfigError("run_dir must name the new output folder (the source is never written)")
+        for name in ("n_calibration", "latency_repeats", "latency_rounds"):
+            check_positive(name, getattr(self, name))
+        if self.latency_ms is not None:
+            check_positive("latency_ms", self.latency_ms)
+
+
+@dataclass
+class Source:
+    """The loaded input: model (fp32, eval), spec, files read, and the data config to use."""
+
+    model: nn.Module
+    spec: ArchSpec
+    files: dict[str, str]
+    data: DataConfig
+
+
+Method = Callable[["_Ctx"], tuple[nn.Module | None, Path, dict[str, Any]]]
+COMPRESS_METHODS: Registry[Method] = Registry("compress method")
+
+
+@dataclass
+class _Ctx:
+    cfg: CompressJobConfig
+    src: Source
+    run_dir: Path
+    train: Any
+    test: Any
+    log: Callable[..., None]
+
+
+def _resolve_source(cfg: CompressJobConfig) -> tuple[Path, Path, Path | None]:
+    path = Path(cfg.source)
+    if path.is_dir():
+        weights, spec, config = path / "model.pt", path / "spec.json", path / "config.json"
+        for p in (weights, spec):
+            if not p.exists():
+                raise DataError(f"source {path} is not a finished train run: {p.name} is missing")
+        return weights, spec, config if config.exists() else None
+    if not path.is_file():
+        raise DataError(f"source {path} does not exist (expected a run directory or a weights file)")
+    spec = Path(cfg.spec) if cfg.spec else path.with_name("spec.json")
+    if not spec.is_file():
+        raise ConfigError(f"source {path} is a weights file: pass spec= the spec.json of its model ({spec} "
+                          "does not exist)")
+    return path, spec, None
+
+
+def load_source(cfg: CompressJobConfig) -> Source:
+    """Build the source model from its spec and load its weights (pruned weights are resized to fit)."""
+    from devicefit import compress as C
+    from devicefit import models as M
+    from devicefit import train as T
+
+    weights, spec_path, config = _resolve_source(cfg)
+    spec = ArchSpec.from_dict(read_json(spec_path))
+    model = M.build(spec)
+    try:
+        T.load_weights(model, weights)
+    except (ConfigError, DataError):  # a pruned run: same family, fewer channels
+        import torch
+
+        C.load_pruned_state_(model, torch.load(weights, map_location="cpu", weights_only=True))
+    files = {str(p): sha256_file(p) for p in (weights, spec_path, config) if p is not None}
+    return Source(model.eval(), spec, files, _source_data(cfg, config))
+
+
+def _source_data(cfg: CompressJobConfig, config: Path | None) -> DataConfig:
+    """`cfg.data` when set beyond `data_dir`; else the source run's data (a train run's config, a compress run's
+    data.json) with `cfg.data.data_dir` when given, so a model is tested on the split it was trained for."""
+    if dataclasses.replace(cfg.data, data_dir=None) != DataConfig() or config is None:
+        return cfg.data
+    stamp = read_json(config)
+    if stamp.get("kind") == "train":
+        data = from_dict(TrainJobConfig, stamp["config"]).data
+    elif (config.parent / _DATA).exists():
+        data = from_dict(DataConfig, read_json(config.parent / _DATA))
+    else:
+        return cfg.data
+    return dataclasses.replace(data, data_dir=cfg.data.data_dir) if cfg.data.data_dir else data
+
+
+def _measure_pair(before: Path, after: Path, cfg: CompressJobConfig) -> dict[str, Any]:
+    """Batch-1 latency of both files on `cfg.target`, rounds interleaved (before, after, before, ...)."""
+    import warnings
+
+    from devicefit.hardware import measure_latency
+
+    meds: dict[str, list[float]] = {"before": [], "after": []}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the spread of each round is kept in the record
+        for _ in range(cfg.latency_rounds):
+            for key, path in (("before", before), ("after", after)):
+                r = measure_latency(path, cfg.target, repeats=cfg.latency_repeats, rounds=1, threads=1,
+                                    input_shape=None)
+                meds[key].append(r.median_ms)
+    out = {f"{k}_latency_ms": float(np.median(v)) for k, v in meds.items()}
+    return {**out, "latency_rounds_ms": meds, "speedup": out["before_latency_ms"] / out["after_latency_ms"],
+            "latency_method": f"{cfg.target}, 1 thread, batch 1, median of {cfg.latency_rounds} interleaved "
+                              f"rounds x {cfg.latency_repeats} repeats"}
+
+
+def _side(model: nn.Module | None, onnx_path: Path, macs: int, test: Any) -> dict[str, Any]:
+    from devicefit.compress import evaluate_onnx
+
+    acc = evaluate_onnx(onnx_path, test)["accuracy"]
+    params = sum(p.numel() for p in model.parameters()) if model is not None else None
+    return {"accuracy": acc, "onnx_bytes": onnx_path.stat().st_size, "macs": macs, "params": params}
+
+
+def run_compress_job(cfg: CompressJobConfig, *, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run `cfg.method` on the source and write the new run directory; return the before/after record.
+    A finished run directory with the same config returns its stored record at once."""
+    from devicefit import data as D
+    from devicefit.nn import analyze, export_onnx
+
+    run_dir = Path(cfg.run_dir)
+    if Path(cfg.source).resolve() in (run_dir.resolve(), *run_dir.resolve().parents):
+        raise ConfigError(f"run_dir {run_dir} is inside the source {cfg.source}; the source is never written")
+    src = load_source(cfg)
+    claim_run_dir(run_dir, "compress", to_dict(cfg))
+    if (run_dir / f"{COMPRESS_STAGE}.json").exists():
+        return {**RunRecord.load(run_dir / f"{COMPRESS_STAGE}.json").metrics, "cached": True}
+    logger = open_run_log(run_dir)
+
+    def log(fmt: str, *args: Any) -> None:
+        logger.info(fmt, *args)
+        if echo is not None:
+            echo(fmt % args)
+
+    started = time.perf_counter()
+    atomic_write_json(run_dir / _DATA, to_dict(src.data))
+    train = D.load_dataset(src.data.name, "train", src.data.data_dir, **src.data.options)
+    test = D.load_dataset(src.data.name, "test", src.data.data_dir, **src.data.options)
+    shape = tuple(src.spec["input_shape"])
+    before_onnx = export_onnx(src.model, shape, run_dir / "before.onnx", dynamic_batch=True)
+    ctx = _Ctx(cfg, src, run_dir, train, test, log)
+    log("%s: source %s (%s), data %s", cfg.method, cfg.source, src.spec, train.source)
+    after_model, after_onnx, extra = COMPRESS_METHODS.get(cfg.method)(ctx)
+    macs_before = analyze(src.model, shape).macs
+    macs_after = analyze(after_model, shape).macs if after_model is not None else macs_before
+    metrics = {"method": cfg.method, "source": cfg.source, "source_sha256": src.files,
+               "before": _side(src.model, before_onnx, macs_before, test),
+               "after": _side(after_model, after_onnx, macs_after, test),
+               **_measure_pair(before_onnx, after_onnx, cfg), "details": extra, "test_source": test.source,
+               "n_test": len(test), "job_seconds": time.perf_counter() - started}
+    _check_source_untouched(src)
+    RunRecord(COMPRESS_STAGE, to_dict(cfg), metrics, {"before": "before.onnx", "after": after_onnx.name},
+              machine_info()).save(run_dir)
+    log("accuracy %.4f -> %.4f, latency %.4g -> %.4g ms", metrics["before"]["accuracy"],
+        metrics["after"]["accuracy"], metrics["before_latency_ms"], metrics["after_latency_ms"])
+    return {**metrics, "run_dir": str(run_dir), "cached": False}
+
+
+def _check_source_untouched(src: Source) -> None:
+    changed = [p for p, h in src.files.items() if sha256_file(p) != h]
+    if changed:
+        raise DataError(f"source files changed during the job: {changed}")
+
+
+def _finetune_fn(ctx: _Ctx, teacher: nn.Module | None) -> Callable[[nn.Module], nn.Module] | None:
+    from devicefit import data as D
+    from devicefit import train as T
+
+    if ctx.cfg.no_finetune:
+        return None
+    tr, val = D.split_train_val(ctx.train, ctx.src.data.val_fraction or 0.1, seed=ctx.cfg.finetune.seed)
+    augment = D.DATASETS.get(ctx.src.data.name).augment
+
+    def finetune(net: nn.Module) -> nn.Module:
+        T.fit(net, tr, ctx.cfg.finetune, val_ds=val, teacher=teacher, augment_default=augment, progress=False,
+              log=lambda line: ctx.log("finetune %s", line))
+        return net
+    return finetune
+
+
+@COMPRESS_METHODS.register("prune")
+def _prune(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
+    from devicefit import compress as C
+    from devicefit import train as T
+    from devicefit.nn import export_onnx
+
+    shape = tuple(ctx.src.spec["input_shape"])
+    teacher = ctx.src.model if ctx.cfg.distill else None
+    finetune = _finetune_fn(ctx, teacher)
+    if ctx.cfg.latency_ms is not None:
+        lcfg = C.LatencyPruneConfig(latency_ms=ctx.cfg.latency_ms, target=ctx.cfg.target, prune=ctx.cfg.prune)
+        net, details = C.prune_to_latency(ctx.src.model, shape, lcfg, finetune=finetune)
+    else:
+        res = C.StructuredPruner(ctx.cfg.prune).fit(ctx.src.model, shape, finetune=finetune).result_
+        net, details = res.model, res.to_dict()
+    T.save_weights(net, ctx.run_dir / "model.pt")
+    atomic_write_json(ctx.run_dir / "spec.json", ctx.src.spec.to_dict())
+    atomic_write_json(ctx.run_dir / "shapes.json", C.pruned_shapes(net))
+    path = export_onnx(net, shape, ctx.run_dir / "model.onnx", dynamic_batch=True)
+    return net, path, details
+
+
+@COMPRESS_METHODS.register("quantize")
+def _quantize(ctx: _Ctx) -> tuple[None, Path, dict[str, Any]]:
+    from devicefit import compress as C
+    from devicefit import data as D
+
+    calib = D.calibration_split(ctx.train, min(ctx.cfg.n_calibration, len(ctx.train)), seed=0)
+    q = C.PostTrainingQuantizer(ctx.cfg.ptq).calibrate(ctx.src.model, calib, tuple(ctx.src.spec["input_shape"]))
+    path = q.save(ctx.run_dir / "model.onnx")
+    return None, path, {**q.report_, "runtime_ops": C.runtime_op_counts(path)}
+
+
+@COMPRESS_METHODS.register("distill")
+def _distill(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
+    from devicefit import models as M
+    from devicefit import train as T
+    from devicefit.nn import export_onnx
+
+    base = ctx.src.spec
+    name = ctx.cfg.student.name or base.family
+    keep = {k: base[k] for k in ("num_classes", "input_shape")}
+    spec = M.default_spec(name, **keep, **ctx.cfg.student.params)
+    student = M.build(spec)
+    finetune = _finetune_fn(ctx, ctx.src.model)
+    if finetune is None:
+        raise ConfigError("distill trains the student: no_finetune must be false")
+    finetune(student)
+    T.save_weights(student, ctx.run_dir / "model.pt")
+    atomic_write_json(ctx.run_dir / "spec.json", spec.to_dict())
+    path = export_onnx(student, tuple(base["input_shape"]), ctx.run_dir / "model.onnx", dynamic_batch=True)
+    return student, path, {"student": str(spec), "teacher": str(base)}

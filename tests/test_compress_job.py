@@ -1,0 +1,114 @@
+"""The compress job and the `prune` / `quantize` / `distill` commands: a new run directory with a before/after
+record, the source never modified, cached reruns, and clear errors for bad sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import devicefit.cli._cmd_compress  # noqa: F401  (registers prune/quantize/distill until _app imports it)
+from devicefit.cli import main
+from devicefit.core import ConfigError, DataError, sha256_file
+from devicefit.models import build, default_spec
+from devicefit.pipelines._compress_job import CompressJobConfig, load_source, run_compress_job
+from devicefit.train import load_weights, save_weights
+
+FAST = ["--set", "latency_repeats=5", "--set", "latency_rounds=1", "--set", "n_calibration=32"]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 'trained' run directory: spec.json + model.pt of a narrow ResNet-8 (random weights)."""
+    run = tmp_path_factory.mktemp("src")
+    spec = default_spec("resnet8", width_mult=0.5)
+    torch.manual_seed(0)
+    save_weights(build(spec), run / "model.pt")
+    (run / "spec.json").write_text(json.dumps(spec.to_dict()))
+    return run
+
+
+def _hashes(run: Path) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in sorted(run.iterdir())}
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    assert main(["--json", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_quantize_command_writes_an_int8_run_with_before_after_and_leaves_the_source(
+        source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _hashes(source)
+    out = tmp_path / "q"
+    m = _cli(capsys, "quantize", str(source), "--run-dir", str(out), "--calibrator", "percentile", *FAST)
+    assert _hashes(source) == before
+    assert (out / "model.onnx").stat().st_size < 0.5 * m["before"]["onnx_bytes"]  # names and scales cost extra
+    assert m["after"]["onnx_bytes"] == (out / "model.onnx").stat().st_size
+    assert m["details"]["runtime_ops"].get("QLinearConv", 0) > 0
+    assert m["before"]["macs"] == m["after"]["macs"] > 0
+    assert 0 <= m["after"]["accuracy"] <= 1 and m["after_latency_ms"] > 0
+    assert set(m["source_sha256"].values()) <= set(before.values())
+    again = _cli(capsys, "quantize", str(source), "--run-dir", str(out), "--calibrator", "percentile", *FAST)
+    assert again["cached"] is True and again["after"] == m["after"]
+
+
+def test_prune_job_removes_channels_and_its_weights_reload(source: Path, tmp_path: Path) -> None:
+    cfg = CompressJobConfig(source=str(source), method="prune", run_dir=str(tmp_path / "p"), no_finetune=True,
+                            latency_repeats=5, latency_rounds=1)
+    m = run_compress_job(cfg)
+    assert m["after"]["macs"] < 0.75 * m["before"]["macs"]  # 16-channel layers round to multiples of 8
+    assert m["after"]["params"] < m["before"]["params"]
+    reloaded = load_source(CompressJobConfig(source=str(tmp_path / "p"), run_dir="unused"))
+    assert sum(p.numel() for p in reloaded.model.parameters()) == m["after"]["params"]
+
+
+def test_a_checkpoint_file_needs_its_spec(source: Path, tmp_path: Path) -> None:
+    weights = tmp_path / "w.pt"
+    weights.write_bytes((source / "model.pt").read_bytes())
+    with pytest.raises(ConfigError, match="spec"):
+        load_source(CompressJobConfig(source=str(weights), run_dir=str(tmp_path / "o")))
+    src = load_source(CompressJobConfig(source=str(weights), spec=str(source / "spec.json"), run_dir="o"))
+    ref = build(src.spec)
+    load_weights(ref, source / "model.pt")
+    assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), src.model.state_dict().values(),
+                                                 strict=True))
+
+
+def test_bad_sources_and_run_dirs_are_clear_errors(source: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        load_source(CompressJobConfig(source=str(tmp_path / "nope"), run_dir="o"))
+    with pytest.raises(ConfigError, match="inside the source"):
+        run_compress_job(CompressJobConfig(source=str(source), run_dir=str(source / "out")))
+    with pytest.raises(ConfigError, match="compress method"):
+        CompressJobConfig(source=str(source), run_dir="o", method="sparsify")
+    assert not (source / "out").exists()
+
+
+def test_cli_bad_ratio_exits_2_naming_the_parameter(source: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prune", str(source), "--run-dir", str(tmp_path / "x"), "--ratio", "1.5"]) == 2
+    assert "ratio" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_distill_trains_a_narrower_student_against_the_source(source: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    m = _cli(capsys, "distill", str(source), "--run-dir", str(tmp_path / "d"), "--width-mult", "0.25",
+             "--epochs", "1", "--set", "finetune.threads=1", *FAST)
+    assert m["after"]["params"] < m["before"]["params"]
+    assert json.loads((tmp_path / "d" / "spec.json").read_text())["params"]["width_mult"] == 0.25
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # few repeats on a shared CPU: spread warnings expected
+def test_latency_driven_prune_job_records_every_measured_round(source: Path, tmp_path: Path) -> None:
+    cfg = CompressJobConfig(source=str(source), method="prune", run_dir=str(tmp_path / "l"), no_finetune=True,
+                            latency_ms=1e-3, latency_repeats=5, latency_rounds=1)
+    m = run_compress_job(cfg)
+    rounds = m["details"]["history"]
+    assert m["details"]["reached"] is False and len(rounds) >= 2
+    assert rounds[-1]["macs"] == m["after"]["macs"] < m["before"]["macs"]

@@ -1,0 +1,152 @@
+"""Pruning: structured channel removal over every zoo model and every importance criterion, the injected
+fine-tune schedule, bad input, unstructured magnitude pruning's honest report, and latency-driven pruning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from devicefit.compress import (
+    IMPORTANCES,
+    LatencyPruneConfig,
+    MagnitudeConfig,
+    MagnitudePruner,
+    PruneConfig,
+    StructuredPruner,
+    list_importances,
+    load_pruned_state_,
+    prune_to_latency,
+    sparse_storage_bytes,
+    unsupported_modules,
+)
+from devicefit.core import ConfigError, UnsupportedOpError
+from devicefit.models import MODELS, build, default_spec
+from devicefit.nn import analyze, export_onnx
+
+
+def _model(name: str) -> tuple[nn.Module, tuple[int, ...]]:
+    small = {"input_shape": (3, 16, 16)} if MODELS.get(name).input_kind == "image" else {}
+    spec = default_spec(name, **small)  # 16×16 images: same graph, a quarter of the work
+    torch.manual_seed(0)
+    return build(spec).eval(), tuple(spec["input_shape"])
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_zoo_model_prunes_to_a_smaller_model_that_runs_and_exports(name: str, tmp_path: Path) -> None:
+    model, shape = _model(name)
+    skip = bool(unsupported_modules(model))
+    with pytest.warns(UserWarning, match="unpruned") if skip else _no_op():
+        result = StructuredPruner(PruneConfig(ratio=0.5, on_unsupported="skip" if skip else "error")).fit(
+            model, shape).result_
+    x = torch.randn(2, *shape)
+    assert result.model(x).shape == model(x).shape
+    assert result.macs_after < result.macs_before and result.params_after < result.params_before
+    assert analyze(result.model, shape).macs == result.macs_after
+    assert export_onnx(result.model, shape, tmp_path / "p.onnx").stat().st_size > 0
+    rebuilt = load_pruned_state_(_model(name)[0], result.model.state_dict()).eval()  # reload without pickles
+    torch.testing.assert_close(rebuilt(x), result.model(x))
+
+
+class _no_op:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_channel_shuffle_is_a_clear_error_naming_the_module_unless_skipped() -> None:
+    model, shape = _model("shufflenet_v2")
+    with pytest.raises(UnsupportedOpError, match=r"features\.\d+ \(ShuffleUnit uses index_select\)"):
+        StructuredPruner(PruneConfig(ratio=0.3)).fit(model, shape)
+
+
+@pytest.mark.parametrize("importance", list_importances())
+def test_every_importance_criterion_removes_channels_in_multiples_of_round_to(importance: str) -> None:
+    model, shape = _model("resnet8")
+    batch = (torch.randn(8, *shape), torch.randint(0, 10, (8,)))
+    result = StructuredPruner(PruneConfig(ratio=0.4, importance=importance, round_to=4)).fit(
+        model, shape, batch=batch).result_
+    convs = [m for m in result.model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.out_channels % 4 == 0 for c in convs)
+    assert result.macs_after < 0.8 * result.macs_before
+    assert set(IMPORTANCES.names()) >= {"l1", "l2", "bn_scale", "taylor"}
+
+
+def test_importance_choice_changes_which_channels_survive() -> None:
+    model, shape = _model("resnet8")
+    stem = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    with torch.no_grad():  # make L1 and BN-scale disagree on the stem: big weights, tiny BN scales
+        stem.weight[:8].mul_(10.0)
+        bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+        bn.weight[:8] = 1e-3
+    kept = {}
+    for crit in ("l1", "bn_scale"):
+        net = StructuredPruner(PruneConfig(ratio=0.5, importance=crit, round_to=1)).fit(model, shape).result_.model
+        kept[crit] = next(m for m in net.modules() if isinstance(m, nn.Conv2d)).weight.abs().sum().item()
+    assert kept["l1"] > kept["bn_scale"]
+
+
+def test_iterative_schedule_calls_finetune_after_every_step_and_keeps_the_input() -> None:
+    model, shape = _model("resnet8")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen: list[int] = []
+
+    def finetune(net: nn.Module) -> nn.Module:
+        seen.append(analyze(net, shape).macs)
+        return net
+
+    result = StructuredPruner(PruneConfig(ratio=0.5, steps=3)).fit(model, shape, finetune=finetune).result_
+    assert len(seen) == 3 and seen[0] > seen[1] > seen[2] == result.macs_after
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_global_ratio_prunes_layers_unevenly() -> None:
+    model, shape = _model("resnet8")
+    net = StructuredPruner(PruneConfig(ratio=0.5, global_ratio=True, round_to=1)).fit(model, shape).result_.model
+    widths = [m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d)]
+    orig = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    fractions = {round(w / o, 2) for w, o in zip(widths, orig, strict=True)}
+    assert len(fractions) > 1
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0, -0.2, 1.5])
+def test_a_ratio_outside_0_1_is_a_config_error(ratio: float) -> None:
+    with pytest.raises(ConfigError, match="ratio"):
+        PruneConfig(ratio=ratio)
+
+
+def test_taylor_without_a_batch_is_a_config_error() -> None:
+    model, shape = _model("resnet8")
+    with pytest.raises(ConfigError, match="batch"):
+        StructuredPruner(PruneConfig(importance="taylor")).fit(model, shape)
+
+
+def test_magnitude_pruning_reaches_sparsity_and_reports_storage_not_speed() -> None:
+    model, _ = _model("resnet8")
+    p = MagnitudePruner(MagnitudeConfig(sparsity=0.7, value_bytes=4)).fit(model)
+    rep = p.report
+    assert rep["sparsity"] == pytest.approx(0.7, abs=0.01)
+    assert rep["sparse_bytes"] < 0.6 * rep["dense_bytes"]
+    assert "no latency gain" in rep["note"]
+    assert next(model.parameters()).count_nonzero() == next(model.parameters()).numel()  # input untouched
+
+
+def test_sparse_storage_costs_more_than_dense_at_low_sparsity() -> None:
+    w = torch.randn(16, 32)  # dense: 16·32·1 = 512 bytes at int8
+    assert sparse_storage_bytes(w, 1) == 16 * 32 * 3 + 17 * 4
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # few repeats on a shared CPU: spread warnings expected
+def test_latency_driven_pruning_measures_every_round_and_shrinks_the_model() -> None:
+    model, shape = _model("resnet8")
+    cfg = LatencyPruneConfig(latency_ms=1e-3, max_steps=2, repeats=5, max_step_ratio=0.3)
+    net, record = prune_to_latency(model, shape, cfg)
+    hist = record["history"]
+    assert [h["step"] for h in hist] == [0, 1, 2] and record["reached"] is False
+    assert hist[0]["macs"] > hist[1]["macs"] > hist[2]["macs"] == analyze(net, shape).macs
+    assert all(h["latency_ms"] > 0 for h in hist)
