@@ -21,6 +21,7 @@ from . import (  # noqa: F401  (registration)
     _cmd_predictor,
     _cmd_profile,
     _cmd_run,
+    _cmd_search,
     _cmd_targets,
     _cmd_train,
 )

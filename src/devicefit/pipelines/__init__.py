@@ -7,6 +7,7 @@ from ._profile_job import PROFILE_STAGE, ProfileJobConfig, latency_samples, make
 from ._recipe import CandidateConfig, CompressConfig, DeployConfig, Recipe, ZooConfig, load_recipe
 from ._run_dir import claim_run_dir, open_run_log
 from ._run_job import STAGES, run_recipe
+from ._search_job import SearchJobConfig, TabularProblem, device_column, run_search_job, tabular_problem
 from ._stages import Stage, StageContext, stage
 from ._train_job import JOB_STAGE, DataConfig, ModelConfig, TrainJobConfig, default_run_dir, run_train_job
 
@@ -28,13 +29,16 @@ __all__ = [
     "ModelConfig",
     "ProfileJobConfig",
     "Recipe",
+    "SearchJobConfig",
     "Stage",
     "StageContext",
+    "TabularProblem",
     "TrainJobConfig",
     "ZooConfig",
     "claim_run_dir",
     "default_adapt_dir",
     "default_run_dir",
+    "device_column",
     "latency_samples",
     "load_recipe",
     "load_trained_run",
@@ -46,7 +50,9 @@ __all__ = [
     "run_deploy_job",
     "run_profile_job",
     "run_recipe",
+    "run_search_job",
     "run_train_job",
     "split_new_data",
     "stage",
+    "tabular_problem",
 ]

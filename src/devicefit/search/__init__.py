@@ -1,3 +1,43 @@
-"""search stage: lands with its issue; present so the layer contract is checked from day one."""
+"""search stage: ask/tell architecture search over a space through optuna studies (random, regularized
+evolution, HSCoNAS constrained evolution) and LightNAS differentiable search; objectives are injected."""
 
-__all__: list[str] = []
+from ._channels import scale_channels
+from ._evolution import RegularizedEvolution
+from ._hsconas import ConstrainedEvolution
+from ._lightnas import LightNAS, LightNASConfig, LinearCost
+from ._pareto import pareto_front
+from ._positional import Positional, positional
+from ._problem import Constraint, Evaluated, check_budgets_feasible, is_feasible
+from ._random import RandomSearch
+from ._search import SearchConfig, SearchResult, history_of, run_search
+from ._storage import open_study, storage_url
+from ._strategy import STRATEGIES, SearchContext, Strategy, get_strategy, list_strategies, register_strategy
+
+__all__ = [
+    "STRATEGIES",
+    "ConstrainedEvolution",
+    "Constraint",
+    "Evaluated",
+    "LightNAS",
+    "LightNASConfig",
+    "LinearCost",
+    "Positional",
+    "RandomSearch",
+    "RegularizedEvolution",
+    "SearchConfig",
+    "SearchContext",
+    "SearchResult",
+    "Strategy",
+    "check_budgets_feasible",
+    "get_strategy",
+    "history_of",
+    "is_feasible",
+    "list_strategies",
+    "open_study",
+    "pareto_front",
+    "positional",
+    "register_strategy",
+    "run_search",
+    "scale_channels",
+    "storage_url",
+]

@@ -1,0 +1,189 @@
+"""The weight-sharing single-path supernet of an MBConv space (SPOS / ProxylessNAS style): every layer holds
+one set of weights per op at the largest stage width, channels are sliced for narrower widths (OFA), and
+`extract(spec)` copies the active slices into the plain `MBConvNet` of that spec."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from devicefit.core import ArchSpec, ConfigError, NotFittedError
+from devicefit.nn import ConvBNAct, InvertedResidual, make_divisible
+
+from ._base import _check_rng, get_space
+from ._checks import check_image_shape, check_int
+from ._mbconv import ACT, MBCONV_OPS, WIDTH_CHOICES, MBConvNet, MBConvSpace, op_params
+
+__all__ = ["ElasticConvBN", "MBConvSupernet"]
+
+
+class ElasticConvBN(nn.Module):
+    """Conv (no bias) → BN → activation with weights for `max_in` → `max_out` channels; `forward(x, c_out)`
+    uses the first `c_out` output and the first `x.shape[1]` input channels (depthwise: c_out = C_in).
+    BN running statistics of the used channels are updated in place (slices are views of the buffers)."""
+
+    def __init__(self, max_in: int, max_out: int, kernel_size: int, stride: int, *, depthwise: bool = False,
+                 act: str = ACT) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(max_in, max_out, kernel_size, stride, (kernel_size - 1) // 2,
+                              groups=max_in if depthwise else 1, bias=False)
+        self.bn = nn.BatchNorm2d(max_out)
+        self.act = act
+        self.depthwise = depthwise
+
+    def forward(self, x: Tensor, c_out: int) -> Tensor:
+        c_in = x.shape[1]
+        w = self.conv.weight[:c_in] if self.depthwise else self.conv.weight[:c_out, :c_in]
+        y = F.conv2d(x, w, None, self.conv.stride, self.conv.padding, groups=c_in if self.depthwise else 1)
+        bn = self.bn
+        y = F.batch_norm(y, bn.running_mean[:c_out], bn.running_var[:c_out],  # type: ignore[index]
+                         bn.weight[:c_out], bn.bias[:c_out], self.training, bn.momentum or 0.1, bn.eps)
+        return F.relu6(y) if self.act == ACT else y
+
+    def copy_to(self, target: ConvBNAct) -> None:
+        """Copy the slices that `target` (a plain ConvBNAct of the active shape) needs."""
+        conv, bn = target[0], target[1]
+        c_out, c_in = conv.weight.shape[0], conv.in_channels
+        with torch.no_grad():
+            conv.weight.copy_(self.conv.weight[:c_out] if self.depthwise else self.conv.weight[:c_out, :c_in])
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(bn, name).copy_(getattr(self.bn, name)[:c_out])
+            bn.num_batches_tracked.copy_(self.bn.num_batches_tracked)
+
+
+class _ElasticMBConv(nn.Module):
+    """One op (kernel k, expansion e) of one layer at its maximal width: expand → depthwise → project."""
+
+    def __init__(self, max_in: int, max_out: int, stride: int, kernel_size: int, expansion: int) -> None:
+        super().__init__()
+        self.expansion = expansion
+        self.expand = ElasticConvBN(max_in, max_in * expansion, 1, 1)
+        self.depthwise = ElasticConvBN(max_in * expansion, max_in * expansion, kernel_size, stride, depthwise=True)
+        self.project = ElasticConvBN(max_in * expansion, max_out, 1, 1, act="none")
+
+    def forward(self, x: Tensor, c_out: int) -> Tensor:
+        hidden = round(x.shape[1] * self.expansion)  # as InvertedResidual
+        y = self.depthwise(self.expand(x, hidden), hidden)
+        return self.project(y, c_out)
+
+    def copy_to(self, block: InvertedResidual) -> None:
+        for mine, theirs in zip((self.expand, self.depthwise, self.project), block.block, strict=True):
+            mine.copy_to(theirs)
+
+
+class _SuperLayer(nn.Module):
+    """A searchable layer: one `_ElasticMBConv` per non-skip op (in MBCONV_OPS order); skip = identity."""
+
+    def __init__(self, max_in: int, max_out: int, stride: int, allow_skip: bool) -> None:
+        super().__init__()
+        self.stride, self.allow_skip = stride, allow_skip
+        self.ops = nn.ModuleDict({op: _ElasticMBConv(max_in, max_out, stride, *op_params(op))  # type: ignore[misc]
+                                  for op in MBCONV_OPS if op != "skip"})
+
+    def forward(self, x: Tensor, op: str, c_out: int) -> Tensor:
+        if op == "skip":
+            return x
+        y = self.ops[op](x, c_out)
+        return x + y if self.stride == 1 and x.shape[1] == c_out else y
+
+
+class MBConvSupernet(nn.Module):
+    """Single-path supernet of an `MBConvSpace` (default "mbconv"); (B, *input_shape) → (B, num_classes).
+
+    `set_active(spec)` picks the path `forward` runs; `sample(rng)` draws a uniform spec, activates and
+    returns it; `extract(spec=None)` returns a fresh `MBConvNet` (no supernet code) holding copies of the
+    shared weights, whose outputs equal the supernet's on that path (same mode, eval for BN statistics).
+    `forward_weighted(x, weights)` runs the path of argmax(weights[layer]) and multiplies each layer's output
+    by the weight of its op (1 for a hard straight-through Gumbel sample), so gradients reach the weights'
+    logits (LightNAS); widths stay those of the active spec.
+    """
+
+    def __init__(self, space: str | MBConvSpace = "mbconv", *, num_classes: int = 10,
+                 input_shape: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.space = get_space(space) if isinstance(space, str) else space
+        if not isinstance(self.space, MBConvSpace):
+            raise ConfigError(f"MBConvSupernet needs an MBConv space, got {self.space.name!r}")
+        check_int("num_classes", num_classes, 1)
+        self.num_classes = num_classes
+        self.input_shape = check_image_shape(tuple(input_shape or self.space.input_shape), 4, self.space.name)
+        wide = [max(make_divisible(st.channels * w) for w in WIDTH_CHOICES) for st in self.space.stages]
+        self.max_channels = tuple(wide)
+        sp = self.space
+        self.stem = ConvBNAct(self.input_shape[0], sp.stem_channels, 3, 1, act=ACT)
+        layers, c_in = [], sp.stem_channels
+        for stage, first in sp.layer_stage():
+            stride = sp.stages[stage].stride if first else 1
+            layers.append(_SuperLayer(c_in, wide[stage], stride, allow_skip=not first))
+            c_in = wide[stage]
+        self.layers = nn.ModuleList(layers)
+        self.head = ElasticConvBN(c_in, sp.head_channels, 1, 1)
+        self.fc = nn.Linear(sp.head_channels, num_classes)
+        self.active_: ArchSpec | None = None
+
+    # -- path selection -----------------------------------------------------------------------------
+
+    def set_active(self, spec: ArchSpec) -> MBConvSupernet:
+        self.active_ = self.space.validate(spec)
+        return self
+
+    def sample(self, rng: np.random.Generator) -> ArchSpec:
+        spec = self.space.sample(_check_rng(rng))
+        self.set_active(spec)
+        return spec
+
+    def _active(self) -> ArchSpec:
+        if self.active_ is None:
+            raise NotFittedError("MBConvSupernet has no active path; call set_active(spec) or sample(rng) first")
+        return self.active_
+
+    # -- forward ------------------------------------------------------------------------------------
+
+    def forward(self, x: Tensor) -> Tensor:
+        spec = self._active()
+        return self._run(x, spec["ops"], self.space.stage_channels(spec), None)
+
+    def forward_weighted(self, x: Tensor, weights: Tensor) -> Tensor:
+        """`weights` (n_layers, len(MBCONV_OPS)); a layer's disallowed skip column must be 0."""
+        spec = self._active()
+        if weights.shape != (len(self.layers), len(MBCONV_OPS)):
+            raise ConfigError(f"weights must be ({len(self.layers)}, {len(MBCONV_OPS)}), got {tuple(weights.shape)}")
+        ops = tuple(MBCONV_OPS[int(i)] for i in weights.argmax(dim=1))
+        return self._run(x, ops, self.space.stage_channels(spec), weights)
+
+    def _run(self, x: Tensor, ops: Sequence[str], widths: Sequence[int], weights: Tensor | None) -> Tensor:
+        y = self.stem(x)
+        for i, ((stage, _), op, layer) in enumerate(zip(self.space.layer_stage(), ops, self.layers, strict=True)):
+            if op == "skip" and not layer.allow_skip:
+                raise ConfigError(f"layer {i} is the first of its stage and cannot be skipped")
+            out = layer(y, op, widths[stage])
+            y = out if weights is None else out * weights[i, MBCONV_OPS.index(op)]
+        y = self.head(y, self.space.head_channels)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
+
+    # -- extraction ---------------------------------------------------------------------------------
+
+    def extract(self, spec: ArchSpec | None = None) -> MBConvNet:
+        """A plain `MBConvNet` of `spec` (default: the active one) with the shared weights copied in, in the
+        supernet's training mode."""
+        spec = self.space.validate(spec) if spec is not None else self._active()
+        net = MBConvNet(self.space, spec, num_classes=self.num_classes, input_shape=self.input_shape)
+        feats = list(net.features)
+        _copy_convbn(self.stem, feats[0])
+        blocks = iter(feats[1:-1])
+        for layer, op in zip(self.layers, spec["ops"], strict=True):
+            if op != "skip":
+                layer.ops[op].copy_to(next(blocks))
+        self.head.copy_to(feats[-1])
+        with torch.no_grad():
+            net.fc.weight.copy_(self.fc.weight)
+            net.fc.bias.copy_(self.fc.bias)
+        return net.train(self.training)
+
+
+def _copy_convbn(src: ConvBNAct, dst: ConvBNAct) -> None:
+    dst.load_state_dict(src.state_dict())

@@ -1,0 +1,73 @@
+"""`devicefit search` and the search job on the bundled NB201 slice: JSON record of every candidate, resume,
+infeasible budgets, targets of another space."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import devicefit.cli._cmd_search  # noqa: F401  (registers the command until the CLI imports it)
+from devicefit.cli import main
+from devicefit.core import BudgetError, ConfigError, DataError
+from devicefit.pipelines._search_job import SearchJobConfig, device_column, run_search_job, tabular_problem
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    assert main(["--json", *argv]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_records_every_candidate_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    problem = tabular_problem("nb201", "gold_6226")
+    lat = sorted(problem.latency_ms[s] for s in problem.accuracy)
+    budget = lat[len(lat) // 2]
+    out = tmp_path / "s.json"
+    args = ["search", "--space", "nb201", "--target", "nb201-gold-6226", "--latency-ms", str(budget),
+            "--method", "random", "--n-trials", "8", "--out", str(out)]
+    res = run_json(capsys, *args)
+    record = json.loads(out.read_text())
+    assert record["n_evaluated"] == 8 and len(record["evaluated"]) == 8
+    for e in record["evaluated"]:  # each candidate with its looked-up metrics
+        from devicefit.core import ArchSpec
+
+        spec = ArchSpec.from_dict(e["spec"])
+        assert e["metrics"] == {"accuracy": problem.accuracy[spec], "latency_ms": problem.latency_ms[spec]}
+        assert e["feasible"] == (e["metrics"]["latency_ms"] <= budget)
+    best = max((e for e in record["evaluated"] if e["feasible"]), key=lambda e: e["metrics"]["accuracy"])
+    assert res["best"]["metrics"] == best["metrics"]
+    assert res["oracle"]["latency_ms"] <= budget and res["gap_to_oracle"] >= 0
+    assert Path(res["storage"]).is_file()
+    # a larger budget reuses the stored study: the first 8 candidates are the same
+    more = run_json(capsys, *args[:-4], "--n-trials", "12", "--out", str(out))
+    assert more["n_evaluated"] == 12
+    again = json.loads(out.read_text())["evaluated"]
+    assert [e["spec"] for e in again[:8]] == [e["spec"] for e in record["evaluated"]]
+
+
+def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["search", "--target", "nb201-gold-6226", "--latency-ms", "1e-6", "--out",
+                 str(tmp_path / "x.json")]) == 2
+    assert "is infeasible: the smallest architecture of the space reaches" in capsys.readouterr().err
+    assert main(["search", "--target", "fbnet-raspi4", "--latency-ms", "5", "--out", str(tmp_path / "y.json")]) == 2
+    assert "measures the fbnet space, not 'nb201'" in capsys.readouterr().err
+    assert main(["search", "--target", "nb201-gold-6226", "--latency-ms", "5", "--method", "nope"]) == 2
+    assert "unknown search method 'nope'" in capsys.readouterr().err
+    assert main(["search", "--space", "mbconv", "--target", "host-ort", "--latency-ms", "1", "--method",
+                 "lightnas"]) == 2
+    assert "needs supernet training" in capsys.readouterr().err
+
+
+def test_job_refuses_host_targets_and_unknown_rows() -> None:
+    with pytest.raises(ConfigError, match="host-ort' is a host target"):
+        device_column("nb201", "host-ort")
+    assert device_column("nb201", "pixel2") == "pixel2"
+    problem = tabular_problem("nb201", "pixel2")
+    missing = next(s for s in problem.space.enumerate() if s not in problem.accuracy)
+    with pytest.raises(DataError, match="not in the nb201 tables"):
+        problem.objective(missing)
+    assert problem.estimate(missing)["latency_ms"] == float("inf")
+    with pytest.raises(BudgetError):
+        run_search_job(SearchJobConfig(target="pixel2", latency_ms=problem.min_latency_ms / 2, n_trials=2),
+                       "/nonexistent-dir-never-written/x.json")
