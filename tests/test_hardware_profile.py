@@ -92,6 +92,26 @@ def test_still_unstable_is_flagged_never_silent(monkeypatch: pytest.MonkeyPatch)
     assert r.to_dict()["stable"] is False
 
 
+def test_figure_is_the_median_over_fresh_sessions(monkeypatch: pytest.MonkeyPatch, onnx_file: Path) -> None:
+    # three sessions: one sits 40% off (as a session can on a shared VM); the median ignores it
+    _fake_timer(monkeypatch, [[1.0, 1.0, 1.0], [0.6, 0.6, 0.6], [1.02, 1.02, 1.02]])
+    opened = []
+    real = _profile.ort_session
+    monkeypatch.setattr(_profile, "ort_session", lambda *a, **k: opened.append(1) or real(*a, **k))
+    with pytest.warns(RuntimeWarning, match="sessions' figures spread too wide"):
+        r = measure_latency(onnx_file, "host-ort", repeats=3, warmup=0, rounds=1, threads=1, sessions=3)
+    assert len(opened) == 3  # a fresh ONNX Runtime session per figure
+    assert r.session_medians_ms == (1.0, 0.6, 1.02) and r.median_ms == 1.0
+    assert r.measurement.value == 1.0 and r.measurement.method["sessions"] == 3
+    assert r.measurement.spread["session_max_over_min"] == pytest.approx(1.7)
+    assert not r.stable  # 25% between sessions is beyond max_cv: flagged, not hidden
+    _fake_timer(monkeypatch, [[1.0, 1.0, 1.0], [1.01, 1.01, 1.01]])
+    r = measure_latency(onnx_file, "host-ort", repeats=3, warmup=0, rounds=1, threads=1, sessions=2)
+    assert r.stable and r.median_ms == pytest.approx(1.005)
+    with pytest.raises(ConfigError, match="sessions"):
+        measure_latency(onnx_file, "host-ort", sessions=0)
+
+
 # --- measuring on host targets ----------------------------------------------------------------------------
 
 

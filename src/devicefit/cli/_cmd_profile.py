@@ -20,6 +20,8 @@ class ProfileCommand:
         parser.add_argument("--n", type=int, help="architectures to measure (default 300)")
         parser.add_argument("--target", help="host target to measure on (default host-ort)")
         parser.add_argument("--threads", type=int, help="runtime threads (default: usable cores)")
+        parser.add_argument("--sessions", type=int,
+                            help="fresh runtime sessions per figure; the figure is their median (default 5)")
         parser.add_argument("--passes", type=int,
                             help="sweeps over the sample; a figure is the median over passes (default 1)")
         parser.add_argument("--data-dir", help="folder with the measured tables (prior of the transfer predictor)")
@@ -29,7 +31,8 @@ class ProfileCommand:
         from devicefit.pipelines import ProfileJobConfig, run_profile_job
 
         shortcuts = (("space", args.space), ("n", args.n), ("target", args.target), ("threads", args.threads),
-                     ("passes", args.passes), ("data_dir", args.data_dir), ("run_dir", args.run_dir))
+                     ("passes", args.passes), ("sessions", args.sessions), ("data_dir", args.data_dir),
+                     ("run_dir", args.run_dir))
         cfg = resolve_config(ProfileJobConfig, args, [f"{k}={json.dumps(v)}" for k, v in shortcuts if v is not None])
         summary = run_profile_job(cfg, progress=out.progress, echo=out.say if out.progress else None)
         lat, cv = summary["latency_ms"], summary["measurement_cv"]

@@ -201,8 +201,12 @@ def ort_runner(model: OnnxModel, session: ort.InferenceSession) -> Callable[[], 
 
 @dataclass
 class _Bench:
+    """`run`: one inference; `fresh()`: a run on a new runtime session (ORT sessions differ from one
+    another by several percent on a shared VM: memory placement, thread pinning)."""
+
     run: Callable[[], None]
     method: dict[str, Any] = field(default_factory=dict)
+    fresh: Callable[[], Callable[[], None]] | None = None
 
 
 _RUNTIMES: Registry[Callable[..., contextlib.AbstractContextManager[_Bench]]] = Registry("latency runtime")
@@ -213,7 +217,7 @@ _RUNTIMES: Registry[Callable[..., contextlib.AbstractContextManager[_Bench]]] = 
 def _ort_bench(src: ModelSource, input_shape: Sequence[int] | None, threads: int) -> Iterator[_Bench]:
     with onnx_model(src, input_shape) as model:
         run = ort_runner(model, ort_session(model, threads))
-        yield _Bench(run, {
+        yield _Bench(run, fresh=lambda: ort_runner(model, ort_session(model, threads)), method={
             "runtime": "onnxruntime", "runtime_version": ort.__version__, "provider": "CPUExecutionProvider",
             "inter_op_threads": 1, "execution_mode": "sequential", "graph_optimization": "all",
             "precision": model.precision, "opset": model.opset, "exporter": model.exporter,
@@ -274,7 +278,9 @@ def time_runs_ms(run: Callable[[], None], warmup: int, repeats: int) -> np.ndarr
 @dataclass(frozen=True)
 class LatencyResult:
     """A batch-1 latency figure: `measurement` (value = median ms, with method, spread and machine), the
-    `stats` of the round it was taken from, every round's samples, and `stable`/`warning` on the spread."""
+    `stats` of the round it was taken from, every round's samples, and `stable`/`warning` on the spread.
+    With several sessions, `stats` is that of the session whose median is the figure's median and
+    `session_medians_ms` holds each session's figure."""
 
     target: str
     measurement: Measurement
@@ -282,10 +288,11 @@ class LatencyResult:
     samples_ms: tuple[tuple[float, ...], ...]
     stable: bool
     warning: str | None = None
+    session_medians_ms: tuple[float, ...] = ()
 
     @property
     def median_ms(self) -> float:
-        return self.stats.median
+        return float(np.median(self.session_medians_ms)) if self.session_medians_ms else self.stats.median
 
     @property
     def p10_ms(self) -> float:
@@ -301,11 +308,13 @@ class LatencyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "measurement": self.measurement.to_dict(), "stats": self.stats.to_dict(),
-                "samples_ms": [list(r) for r in self.samples_ms], "stable": self.stable, "warning": self.warning}
+                "samples_ms": [list(r) for r in self.samples_ms], "stable": self.stable, "warning": self.warning,
+                "session_medians_ms": list(self.session_medians_ms)}
 
 
-def _check_counts(repeats: int, warmup: int, rounds: int, threads: int | None) -> int:
-    for name, value, low in (("repeats", repeats, 3), ("warmup", warmup, 0), ("rounds", rounds, 1)):
+def _check_counts(repeats: int, warmup: int, rounds: int, threads: int | None, sessions: int = 1) -> int:
+    for name, value, low in (("repeats", repeats, 3), ("warmup", warmup, 0), ("rounds", rounds, 1),
+                             ("sessions", sessions, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
     return resolve_threads(threads)
@@ -329,12 +338,13 @@ def _host_target(target: str | Target) -> Target:
     return t
 
 
-def _measure_rounds(bench: _Bench, warmup: int, repeats: int, rounds: int, max_cv: float) -> tuple[Any, ...]:
+def _measure_rounds(run: Callable[[], None], warmup: int, repeats: int, rounds: int,
+                    max_cv: float) -> tuple[Any, ...]:
     """Rounds until one is stable; returns (stats of the chosen round, its index, all rounds' samples)."""
     samples: list[np.ndarray] = []
     all_stats: list[SampleStats] = []
     for _ in range(rounds):
-        samples.append(time_runs_ms(bench.run, warmup, repeats))
+        samples.append(time_runs_ms(run, warmup, repeats))
         all_stats.append(summarize_samples(samples[-1], max_cv=max_cv))
         if all_stats[-1].stable:
             break
@@ -342,7 +352,10 @@ def _measure_rounds(bench: _Bench, warmup: int, repeats: int, rounds: int, max_c
     return all_stats[best], best, samples
 
 
-def _warning(what: str, target: str, stats: SampleStats, rounds_run: int) -> str:
+def _warning(what: str, target: str, stats: SampleStats, rounds_run: int, session_cv: float = 0.0) -> str:
+    if stats.stable:
+        return (f"latency of {what} on {target}: the sessions' figures spread too wide: cv {session_cv:.1%} > "
+                f"max_cv {stats.max_cv:.1%}; the machine may be busy: re-measure or quote with this spread")
     return (f"latency of {what} on {target}: spread too wide in all {rounds_run} round(s): cv {stats.cv:.1%} > "
             f"max_cv {stats.max_cv:.1%} (median {stats.median:.4g} ms, p10 {stats.p10:.4g}, p90 {stats.p90:.4g}); "
             f"the machine may be busy: re-measure or quote with this spread")
@@ -358,6 +371,7 @@ def measure_latency(
     threads: int | None = None,
     rounds: int = 3,
     max_cv: float = 0.05,
+    sessions: int = 1,
 ) -> LatencyResult:
     """Median batch-1 latency (ms) of a module or `.onnx` file on a host target.
 
@@ -365,22 +379,35 @@ def measure_latency(
     `threads` intra-op threads (default: usable cores). A round is stable when cv <= `max_cv`; rounds
     continue until one is stable, at most `rounds`. The figure comes from the first stable round, else
     from the least noisy one with `stable=False` and a warning (also issued as a `RuntimeWarning`).
+    With `sessions` > 1 this is repeated on that many fresh runtime sessions (ONNX Runtime; eager
+    PyTorch reuses its module) and the figure is the median of the session figures: on a shared VM one
+    session can sit 10-40% off the others, so one session is not a repeatable figure (see
+    benchmarks/host_repeatability.py); the result is unstable when the sessions spread beyond `max_cv`.
     Errors: unknown/non-host target → ConfigError; missing or corrupt file → DataError; a model the
     runtime cannot load or run → UnsupportedOpError naming the node and op.
     """
     t = _host_target(target)
-    n_threads = _check_counts(repeats, warmup, rounds, threads)
+    n_threads = _check_counts(repeats, warmup, rounds, threads, sessions)
     summarize_samples([1.0], max_cv=max_cv)  # validates max_cv before any work
     with _RUNTIMES.get(t.runtime)(model_or_onnx, input_shape, n_threads) as bench:
-        stats, chosen, samples = _measure_rounds(bench, warmup, repeats, rounds, max_cv)
-    warning = None if stats.stable else _warning(bench.method["source"], t.name, stats, len(samples))
+        runs = [bench.run] + [bench.fresh() if bench.fresh else bench.run for _ in range(sessions - 1)]
+        per_session = [_measure_rounds(run, warmup, repeats, rounds, max_cv) for run in runs]
+    medians = np.array([p[0].median for p in per_session])
+    pick = int(np.argsort(medians)[(len(medians) - 1) // 2])
+    stats, chosen, _ = per_session[pick]
+    samples = [s for p in per_session for s in p[2]]
+    session_cv = float(medians.std(ddof=1) / medians.mean()) if sessions > 1 else 0.0
+    stable = stats.stable and session_cv <= max_cv
+    warning = None if stable else _warning(bench.method["source"], t.name, stats, len(samples), session_cv)
     if warning:
         warnings.warn(warning, RuntimeWarning, stacklevel=2)
     method = {**bench.method, "threads": n_threads, "warmup": warmup, "repeats": repeats, "rounds": rounds,
-              "rounds_run": len(samples), "round_used": chosen, "batch_size": 1, "seed": SEED,
-              "timer": "time.perf_counter_ns", "max_cv": max_cv, "stable": stats.stable, "target": t.name}
+              "sessions": sessions, "rounds_run": len(samples), "round_used": chosen, "batch_size": 1,
+              "seed": SEED, "timer": "time.perf_counter_ns", "max_cv": max_cv, "stable": stable, "target": t.name}
     spread = {k: getattr(stats, k) for k in ("p10", "p90", "cv", "min", "max", "mean", "std", "n")}
+    spread |= {"session_cv": session_cv, "session_max_over_min": float(medians.max() / medians.min())}
     machine = {**machine_info(), "runtime": method["runtime"], "runtime_version": method["runtime_version"],
                "threads": n_threads}
-    m = Measurement("latency", stats.median, "ms", method, spread, machine)
-    return LatencyResult(t.name, m, stats, tuple(tuple(float(v) for v in s) for s in samples), stats.stable, warning)
+    m = Measurement("latency", float(np.median(medians)), "ms", method, spread, machine)
+    return LatencyResult(t.name, m, stats, tuple(tuple(float(v) for v in s) for s in samples), stable, warning,
+                         tuple(float(v) for v in medians) if sessions > 1 else ())

@@ -44,8 +44,9 @@ _REFERENCE = "reference.jsonl"
 class ProfileJobConfig:
     """Profile `n` architectures of `space` on `target` and fit `predictors`.
 
-    Latency per architecture: median of `repeats` timed runs after `warmup`, in up to `rounds`
-    rounds until the coefficient of variation is ≤ `max_cv` (else flagged unstable). With `passes` > 1
+    Latency per architecture: the median over `sessions` fresh runtime sessions of the median of
+    `repeats` timed runs after `warmup` (in up to `rounds` rounds until the coefficient of variation is
+    ≤ `max_cv`, else flagged unstable); one session alone is not repeatable on a shared VM. With `passes` > 1
     every architecture is measured in that many sweeps over the whole sample (a slow spell of the
     machine then hits one sweep, not one architecture) and its figure is the median over passes.
     Every `reference_every` measurements the first sampled architecture is measured again (0: never);
@@ -59,9 +60,10 @@ class ProfileJobConfig:
     target: str = "host-ort"
     n: int = 300
     seed: int = 0
-    repeats: int = 30
+    repeats: int = 50
     warmup: int = 5
     rounds: int = 3
+    sessions: int = 5
     passes: int = 1
     reference_every: int = 25
     threads: int | None = None
@@ -79,6 +81,7 @@ class ProfileJobConfig:
         check_positive("repeats", self.repeats)
         check_positive("rounds", self.rounds)
         check_positive("passes", self.passes)
+        check_positive("sessions", self.sessions)
         if not isinstance(self.reference_every, int) or self.reference_every < 0:
             raise ConfigError(f"reference_every must be an int >= 0 (0: never), got {self.reference_every!r}")
         check_range("test_fraction", self.test_fraction, 0.0, 1.0)
@@ -175,7 +178,8 @@ def _measure_one(space: Any, spec: ArchSpec, cfg: ProfileJobConfig) -> dict[str,
     with warnings.catch_warnings():  # an unstable figure is recorded per row and counted in the summary
         warnings.simplefilter("ignore", RuntimeWarning)
         res = H.measure_latency(model, cfg.target, input_shape=tuple(cfg.input_shape), repeats=cfg.repeats,
-                                warmup=cfg.warmup, threads=cfg.threads, rounds=cfg.rounds, max_cv=cfg.max_cv)
+                                warmup=cfg.warmup, threads=cfg.threads, rounds=cfg.rounds, max_cv=cfg.max_cv,
+                                sessions=cfg.sessions)
     return {"spec": spec.to_dict(), "latency_ms": res.median_ms, "p10_ms": res.p10_ms, "p90_ms": res.p90_ms,
             "cv": res.cv, "stable": res.stable, "method": res.measurement.method}
 
