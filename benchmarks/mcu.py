@@ -40,8 +40,11 @@ def _accuracy(pred: np.ndarray, y: np.ndarray) -> float:
 def _arenas(graph: E.QGraph) -> dict[str, int]:
     ours = E.plan_for_c(graph, "greedy")
     no_in_place = E.plan_for_c(graph, "greedy", in_place=False)
+    no_fusion = E.plan_for_c(graph, "greedy", fuse_add=False)
     return {"arena_bytes": ours.arena_bytes, "arena_no_in_place_bytes": no_in_place.arena_bytes,
-            "naive_bytes": ours.naive_bytes, "lower_bound_bytes": ours.lower_bound_bytes}
+            "arena_no_fusion_bytes": no_fusion.arena_bytes, "naive_bytes": ours.naive_bytes,
+            "lower_bound_bytes": ours.lower_bound_bytes, "unfused_lower_bound_bytes": ours.unfused_lower_bound_bytes,
+            "fused_conv_add_ops": sum(op.kind in E.CONV_ADD_KINDS.values() for op in E.fuse_conv_add(graph).ops)}
 
 
 def _host_checks(graph: E.QGraph, project: E.CProject, c_dir: Path, xq: np.ndarray, n_sanitized: int) -> dict:
@@ -115,11 +118,14 @@ def render(results: dict[str, Any]) -> str:
     cols = [Column("model", "model"), Column("macs", "MACs", mins, "right"), Column("flash", "flash KiB", kib, "right"),
             Column("sram", "SRAM KiB", kib, "right"), Column("arena_bytes", "arena KiB", kib, "right"),
             Column("arena_no_in_place_bytes", "no in-place KiB", kib, "right"),
+            Column("arena_no_fusion_bytes", "no conv+add fusion KiB", kib, "right"),
+            Column("fused_conv_add_ops", "fused conv+add", str, "right"),
             Column("tflm_arena", "TFLM arena KiB", kib, "right"),
             Column("tflm_head", "TFLM tensors KiB", kib, "right"),
             Column("vs_tflm", "ours / TFLM", lambda v: f"{v:.2f}", "right"),
             Column("naive_bytes", "naive KiB", kib, "right"),
             Column("lower_bound_bytes", "lower bound KiB", kib, "right"),
+            Column("unfused_lower_bound_bytes", "unfused lower bound KiB", kib, "right"),
             Column("m4", "M4 instr", mins, "right"), Column("m7", "M7 instr", mins, "right"),
             Column("m55", "M55 instr", mins, "right"), Column("exact", "bit-exact", lambda v: "yes" if v else "NO"),
             Column("tflm_exact", "= TFLM (inputs)"),
@@ -128,14 +134,20 @@ def render(results: dict[str, Any]) -> str:
         "# Microcontroller deployment (generated int8 C)", "",
         f"Target budget {TARGET} (256 KiB SRAM, 1 MiB flash). flash = .text + .data of the linked image "
         "(arm-none-eabi-size; code, const weights, startup); SRAM = .data + .bss + 8 KiB stack (arena, "
-        "I/O buffers). arena: greedy-by-size plan with in-place reuse; naive: every tensor its own bytes; "
-        "lower bound: most bytes live at one step. Instructions: exact guest instructions per inference inside "
+        "I/O buffers). arena: greedy-by-size plan with in-place reuse, of the graph the C runs, where each conv "
+        "(or depthwise conv) directly followed by a residual add whose other operand dies there is one fused "
+        "conv+add op writing its output in place into that operand (bit-exact with conv-then-add); no in-place: "
+        "the same fused graph without any in-place reuse; no conv+add fusion: the unfused graph with in-place "
+        "reuse (the previous plan); naive: every tensor its own bytes; lower bound: most bytes live at one step "
+        "in the fused graph (unfused lower bound: in the unfused graph; no plan of the unfused graph can go "
+        "below it). Instructions: exact guest instructions per inference inside "
         "the model's code from a QEMU TCG plugin (mean over the QEMU inputs; instruction counts, not time). "
         "Accuracy on the test split; C = the -O2 host build of the generated code; bit-exact = every output "
         "byte equal to the numpy integer reference on the host (-O2 on the whole split, ASan+UBSan on a prefix) "
         "and on all three cores under QEMU.", "",
         markdown_table(rows, cols),
-        "TFLM: the same int8 model written as .tflite and run in the `tflite-micro` Python package (TFLM "
+        "TFLM: the same int8 model (unfused: plain CONV_2D + ADD, TFLite has no fused op) written as .tflite "
+        "and run in the `tflite-micro` Python package (TFLM "
         "reference kernels, x86-64 host build). TFLM arena = the total its RecordingMicroAllocator reports "
         "after an invoke, confirmed by invoking with exactly that arena_size; TFLM tensors = its arena head "
         "(tensor buffers from its greedy planner); the rest is its "

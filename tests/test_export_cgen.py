@@ -13,6 +13,7 @@ from torch import nn
 
 from devicefit.core import UnsupportedOpError
 from devicefit.export import (
+    CONV_ADD_KINDS,
     EMITTERS,
     QGraph,
     QOp,
@@ -20,6 +21,7 @@ from devicefit.export import (
     build_host,
     convert_to_int8,
     emitter_for,
+    fuse_conv_add,
     generate_c,
     quantize_input,
     run_host,
@@ -53,6 +55,13 @@ def _golden_graph(kind: str) -> tuple[QGraph, QOp]:
                                                    "act_min": 2, "act_max": 127}),
         "reshape": QOp("reshape", "flat", ("x",), "z"),
     }
+    if kind in CONV_ADD_KINDS.values():  # pool x → s, conv x → y, add (s, y) → o: fused, skip first
+        t |= {"s": QTensor("s", (1, 2, 2, 2), 0.08, -5), "o": QTensor("o", (1, 2, 2, 2), 0.12, 3)}
+        pool = QOp("max_pool2d", "mp", ("x",), "s", {**win, "kernel": (2, 2)})
+        res = QOp("add", "res", ("s", "y"), "o", {**ops["add"].attrs, "in1_multiplier": 1518500250,
+                                                  "in1_shift": -1, "act_min": -128})
+        g = fuse_conv_add(QGraph(t, (pool, ops[kind.removesuffix("_add")], res), "x", "o"))
+        return g, g.ops[-1]
     op = ops[kind]
     src = op.inputs[0]
     return QGraph({k: v for k, v in t.items() if k in (src, op.output)}, (op,), src, op.output), op
@@ -85,14 +94,15 @@ def test_unknown_op_kind_is_unsupported() -> None:
 
 
 class _AllOps(nn.Module):
-    """Every supported op: strided/asymmetric conv, depthwise, max and average pools (padded), residual add
-    with ReLU, ReLU6, global pool, flatten, linear."""
+    """Every supported op: strided/asymmetric conv, depthwise, max and average pools (padded), residual adds
+    (fused into the preceding 1×1 conv or depthwise conv by default), ReLU, ReLU6, global pool, flatten, linear."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 8, (3, 2), 2, (1, 0)), nn.BatchNorm2d(8), nn.ReLU6())
         self.dw = nn.Sequential(nn.Conv2d(8, 8, 3, 1, 1, groups=8), nn.BatchNorm2d(8), nn.ReLU())
         self.pw = nn.Conv2d(8, 8, 1)
+        self.dw2 = nn.Conv2d(8, 8, 3, 1, 1, groups=8)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         self.avgpool = nn.AvgPool2d(2, 1, 1, count_include_pad=False)
         self.conv = nn.Conv2d(8, 12, 3, 1, 1)
@@ -102,6 +112,7 @@ class _AllOps(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         x = torch.relu(self.dw(x) + self.pw(x))
+        x = x + self.dw2(x)
         x = self.avgpool(self.maxpool(x))
         return self.fc(torch.flatten(self.pool(self.conv(x)), 1))
 
@@ -117,12 +128,14 @@ def all_ops_graph() -> QGraph:
     return convert_to_int8(model, torch.randn(32, 3, 11, 9))
 
 
-@pytest.mark.parametrize("planner,in_place", [("greedy", True), ("naive", False)])
+@pytest.mark.parametrize("planner,in_place,fuse_add", [("greedy", True, True), ("greedy", True, False),
+                                                       ("naive", False, False)])
 def test_generated_c_is_bit_exact_with_the_reference_under_sanitizers(all_ops_graph: QGraph, tmp_path: Path,
-                                                                      planner: str, in_place: bool) -> None:
+                                                                      planner: str, in_place: bool,
+                                                                      fuse_add: bool) -> None:
     g = all_ops_graph
-    assert {op.kind for op in g.ops} == set(EMITTERS.names())
-    project = generate_c(g, planner=planner, in_place=in_place)
+    assert {op.kind for op in g.ops} | {op.kind for op in fuse_conv_add(g).ops} == set(EMITTERS.names())
+    project = generate_c(g, planner=planner, in_place=in_place, fuse_add=fuse_add)
     project.write(tmp_path / "c")
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["model.c", "model.h"]
     header = (tmp_path / "c" / "model.h").read_text()

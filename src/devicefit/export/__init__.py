@@ -11,6 +11,7 @@ from ._fixedpoint import (
     saturating_rounding_doubling_high_mul,
 )
 from ._fuse import FUSION_RULES
+from ._fuse_add import CONV_ADD_KINDS, fuse_conv_add, split_conv_add, unfuse_conv_add
 from ._ir import OP_KINDS, QGraph, QOp, QTensor
 from ._mcu import CoreRun, MemoryFit, check_memory_fit, run_on_core
 from ._memory import ArenaPlan, graph_buffers, plan_arena
@@ -28,6 +29,7 @@ from ._tflite import TFLITE_WRITERS, TFLM_ARENA_METHOD, tflite_bytes, tflm_arena
 from ._toolchain import CORES, Core, ToolchainError, build_host, require_tool, run_host
 
 __all__ = [
+    "CONV_ADD_KINDS",
     "CORES",
     "EMITTERS",
     "FUSION_RULES",
@@ -61,6 +63,7 @@ __all__ = [
     "convert_to_int8",
     "dequantize_output",
     "emitter_for",
+    "fuse_conv_add",
     "generate_c",
     "graph_buffers",
     "live_lower_bound_bytes",
@@ -76,7 +79,9 @@ __all__ = [
     "run_on_core",
     "run_reference",
     "saturating_rounding_doubling_high_mul",
+    "split_conv_add",
     "tflite_bytes",
     "tflm_arena",
     "tflm_run",
+    "unfuse_conv_add",
 ]

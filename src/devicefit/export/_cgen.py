@@ -4,14 +4,17 @@ one static arena planned by a `MemoryPlanner`, entry point `int model_invoke(con
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from devicefit.core import UnsupportedOpError, atomic_write_text
 
-from ._emitters import EMITTERS, RUNTIME_C, WINDOW_STRUCT, OpEmitter
-from ._ir import QGraph
-from ._memory import ArenaPlan, plan_arena
+from . import _emitters_fused  # noqa: F401  (registers the fused conv + add emitters)
+from ._emitters import ADD_STRUCT, EMITTERS, RUNTIME_C, WINDOW_STRUCT, OpEmitter
+from ._fuse_add import fuse_conv_add
+from ._ir import QGraph, QOp
+from ._memory import ArenaPlan, graph_buffers, plan_arena
+from ._planner import live_lower_bound_bytes
 
 __all__ = ["CProject", "emitter_for", "generate_c", "plan_for_c"]
 
@@ -40,20 +43,36 @@ def emitter_for(kind: str, op_name: str) -> OpEmitter:
     return EMITTERS.get(kind)()
 
 
-def plan_for_c(graph: QGraph, planner: str = "greedy", *, in_place: bool = True) -> ArenaPlan:
-    """The arena plan the C generator uses: in-place rules and scratch needs come from the emitters."""
-    def mode(kind: str) -> str:
-        return EMITTERS.get(kind).in_place if kind in EMITTERS else "none"
-    return plan_arena(graph, planner, in_place=mode if in_place else None,
-                      scratch=lambda op, g: emitter_for(op.kind, op.name).scratch_bytes(op, g))
+def _mode(kind: str) -> str:
+    return EMITTERS.get(kind).in_place if kind in EMITTERS else "none"
 
 
-def generate_c(graph: QGraph, *, planner: str = "greedy", in_place: bool = True, name: str = "model") -> CProject:
-    """check every op, plan the arena, resolve and emit; returns the project (nothing written)."""
+def _scratch(op: QOp, graph: QGraph) -> int:
+    return emitter_for(op.kind, op.name).scratch_bytes(op, graph)
+
+
+def plan_for_c(graph: QGraph, planner: str = "greedy", *, in_place: bool = True,
+               fuse_add: bool = True) -> ArenaPlan:
+    """The arena plan the C generator uses for `graph`: with `fuse_add`, of `fuse_conv_add(graph)` (what
+    `generate_c` emits), whose `unfused_lower_bound_bytes` then gives the unfused graph's bound; in-place rules
+    and scratch needs come from the emitters."""
+    fused = fuse_conv_add(graph) if fuse_add else graph
+    plan = plan_arena(fused, planner, in_place=_mode if in_place else None, scratch=_scratch)
+    if not fuse_add:
+        return plan
+    unfused, _ = graph_buffers(graph, _mode if in_place else None, _scratch)
+    return replace(plan, unfused_lower_bound_bytes=live_lower_bound_bytes(unfused, 4))
+
+
+def generate_c(graph: QGraph, *, planner: str = "greedy", in_place: bool = True, fuse_add: bool = True,
+               name: str = "model") -> CProject:
+    """check every op, plan the arena, resolve and emit; returns the project (nothing written). With `fuse_add`
+    the C runs `fuse_conv_add(graph)` (same outputs bit for bit, smaller arena); the plan is of that graph."""
+    source_graph, graph = graph, fuse_conv_add(graph) if fuse_add else graph
     emitters = [emitter_for(op.kind, op.name) for op in graph.ops]
     for em, op in zip(emitters, graph.ops, strict=True):
         em.check(op, graph)
-    plan = plan_for_c(graph, planner, in_place=in_place)
+    plan = plan_for_c(source_graph, planner, in_place=in_place, fuse_add=fuse_add)
     resolved = [em.resolve(op, graph, i) for i, (em, op) in enumerate(zip(emitters, graph.ops, strict=True))]
     for i, off in plan.scratch_offsets.items():
         resolved[i]["scratch"] = f"(df_arena.bytes + {off})"
@@ -80,7 +99,7 @@ def _header(graph: QGraph, plan: ArenaPlan, name: str) -> str:
 #define {up}_OUTPUT_SCALE {t_out.scale!r}f
 #define {up}_OUTPUT_ZERO_POINT ({t_out.zero_point})
 /* static SRAM arena planned by the '{plan.planner}' planner (naive sum {plan.naive_bytes} B,
-   lower bound {plan.lower_bound_bytes} B) */
+   lower bound {plan.lower_bound_bytes} B{_unfused(plan)}) */
 #define {up}_ARENA_BYTES {plan.arena_bytes}
 
 /* Run one inference: reads {up}_INPUT_BYTES from input, writes {up}_OUTPUT_BYTES to output.
@@ -91,6 +110,11 @@ int {name}_invoke(const int8_t *input, int8_t *output);
 """
 
 
+def _unfused(plan: ArenaPlan) -> str:
+    b = plan.unfused_lower_bound_bytes
+    return "" if b is None or b == plan.lower_bound_bytes else f"; {b} B without conv + add fusion"
+
+
 def _source(graph: QGraph, plan: ArenaPlan, emitters: list[OpEmitter], resolved: list[dict],
             name: str) -> str:
     kernels = dict(em.kernel_for(r) for em, r in zip(emitters, resolved, strict=True))
@@ -99,6 +123,8 @@ def _source(graph: QGraph, plan: ArenaPlan, emitters: list[OpEmitter], resolved:
              RUNTIME_C]
     if any(em.needs_window_struct for em in emitters):
         parts.append(WINDOW_STRUCT)
+    if any(em.needs_add_struct for em in emitters):
+        parts.append(ADD_STRUCT)
     parts += [kernels[k] for k in sorted(kernels) if kernels[k]]
     parts += [em.emit_consts(op, r) for em, op, r in zip(emitters, graph.ops, resolved, strict=True)]
     parts.append(f"\nstatic union {{ int32_t align; int8_t bytes[{max(plan.arena_bytes, 4)}]; }} df_arena;\n")

@@ -18,7 +18,7 @@ from devicefit.core import Registry, UnsupportedOpError
 
 from ._ir import QGraph, QOp
 
-__all__ = ["EMITTERS", "RUNTIME_C", "OpEmitter", "c_array"]
+__all__ = ["ADD_STRUCT", "EMITTERS", "RUNTIME_C", "OpEmitter", "c_array"]
 
 RUNTIME_C = r"""
 static int32_t df_srdhm(int32_t a, int32_t b)
@@ -67,6 +67,19 @@ typedef struct { /* a windowed op over NHWC maps: sizes, stride, top/left paddin
 } df_window;
 """
 
+ADD_STRUCT = """
+typedef struct {
+    int32_t n, zp1, zp2, out_zp, left_shift, m1, s1, m2, s2, mo, so, act_min, act_max;
+} df_add_params;
+
+static int8_t df_add_one(const df_add_params *p, int32_t a, int32_t b)
+{ /* TFLite int8 ADD of one element pair: both rescaled to a common 2^-left_shift grid, summed, requantized */
+    const int32_t x = df_requant((a - p->zp1) * (1 << p->left_shift), p->m1, p->s1);
+    const int32_t y = df_requant((b - p->zp2) * (1 << p->left_shift), p->m2, p->s2);
+    return df_clamp(df_requant(x + y, p->mo, p->so) + p->out_zp, p->act_min, p->act_max);
+}
+"""
+
 
 def c_array(ctype: str, name: str, values: np.ndarray, per_line: int = 24) -> str:
     """`static const <ctype> <name>[n] = {...};` with `per_line` values a line."""
@@ -82,8 +95,10 @@ class OpEmitter:
 
     kind = ""
     kernel = ""
-    in_place = "none"  # "none", "alias" (output = input bytes) or "reuse" (elementwise overwrite)
+    in_place = "none"  # "none", "alias" (output = input bytes), "reuse" (elementwise overwrite) or
+    # "reuse_other" (overwrite an input after the first; see _memory)
     needs_window_struct = False
+    needs_add_struct = False  # the kernel uses df_add_params / df_add_one (ADD_STRUCT)
 
     def check(self, op: QOp, graph: QGraph) -> None:
         """Raise `UnsupportedOpError` naming the op when this kernel cannot run it."""
@@ -395,19 +410,12 @@ static void df_fully_connected(const df_fc *p, const int8_t *in, int8_t *out)
 class AddEmitter(OpEmitter):
     kind = "add"
     in_place = "reuse"
+    needs_add_struct = True
     kernel = r"""
-typedef struct {
-    int32_t n, zp1, zp2, out_zp, left_shift, m1, s1, m2, s2, mo, so, act_min, act_max;
-} df_add_params;
-
 static void df_add(const df_add_params *p, const int8_t *a, const int8_t *b, int8_t *out)
 { /* TFLite int8 ADD; elementwise, so `out` may be `a` or `b` */
     int32_t i;
-    for (i = 0; i < p->n; ++i) {
-        const int32_t x = df_requant(((int32_t)a[i] - p->zp1) * (1 << p->left_shift), p->m1, p->s1);
-        const int32_t y = df_requant(((int32_t)b[i] - p->zp2) * (1 << p->left_shift), p->m2, p->s2);
-        out[i] = df_clamp(df_requant(x + y, p->mo, p->so) + p->out_zp, p->act_min, p->act_max);
-    }
+    for (i = 0; i < p->n; ++i) out[i] = df_add_one(p, a[i], b[i]);
 }
 """
 

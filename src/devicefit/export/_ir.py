@@ -16,7 +16,8 @@ from devicefit.core import ConfigError
 
 __all__ = ["OP_KINDS", "QGraph", "QOp", "QTensor"]
 
-OP_KINDS = ("conv2d", "depthwise_conv2d", "fully_connected", "add", "avg_pool2d", "max_pool2d", "reshape")
+OP_KINDS = ("conv2d", "depthwise_conv2d", "fully_connected", "add", "avg_pool2d", "max_pool2d", "reshape",
+            "conv2d_add", "depthwise_conv2d_add")  # the last two: a conv fused with a residual add (_fuse_add)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class QTensor:
 @dataclass(frozen=True, eq=False)
 class QOp:
     """One integer op. `name` is the source node (for messages); `attrs` hold ints and tuples
-    (stride, padding (top, left, bottom, right), act_min/act_max, ...); `consts` hold the arrays."""
+    (stride, padding (top, left, bottom, right), act_min/act_max, ...; a fused conv + add also names and
+    its add's attrs, see `_fuse_add`); `consts` hold the arrays."""
 
     kind: str
     name: str
@@ -99,7 +101,7 @@ class QGraph:
         for op in self.ops:
             if "weights" in op.consts:
                 out = self.tensors[op.output]
-                per_out = op.consts["weights"][0].size if op.kind != "depthwise_conv2d" else \
+                per_out = op.consts["weights"][0].size if not op.kind.startswith("depthwise") else \
                     op.consts["weights"].shape[0] * op.consts["weights"].shape[1]
                 total += out.numel * per_out
         return total

@@ -14,8 +14,10 @@ from ._planner import MEMORY_PLANNERS, Buffer, live_lower_bound_bytes
 
 __all__ = ["ArenaPlan", "graph_buffers", "plan_arena"]
 
-# in-place capability of an op kind: "alias" (output is the input's bytes, e.g. reshape) or "reuse"
-# (elementwise: output may overwrite an input that dies at this op); see the emitters' `in_place`.
+# in-place capability of an op kind: "alias" (output is the input's bytes, e.g. reshape), "reuse"
+# (elementwise: output may overwrite an input that dies at this op) or "reuse_other" (like "reuse", but only
+# an input after the first, in a buffer other than the first input's: a conv fused with a residual add writes
+# into its dying skip operand while it reads its own input through windows); see the emitters' `in_place`.
 InPlace = Callable[[str], str]
 ScratchBytes = Callable[[QOp, QGraph], int]
 
@@ -27,6 +29,8 @@ class ArenaPlan:
     `tensor_offsets` maps tensor names to byte offsets, `scratch_offsets` op indices to offsets;
     `arena_bytes` is the planned arena, `naive_bytes` the sum of all buffers without reuse or
     aliasing, `lower_bound_bytes` the most bytes simultaneously live (with the same in-place merges).
+    `unfused_lower_bound_bytes` is that bound for the graph before conv + add fusion when the plan is of a
+    fused graph (`plan_for_c`), else None.
     """
 
     planner: str
@@ -36,10 +40,12 @@ class ArenaPlan:
     arena_bytes: int
     naive_bytes: int
     lower_bound_bytes: int
+    unfused_lower_bound_bytes: int | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {"planner": self.planner, "arena_bytes": self.arena_bytes, "naive_bytes": self.naive_bytes,
                 "lower_bound_bytes": self.lower_bound_bytes,
+                "unfused_lower_bound_bytes": self.unfused_lower_bound_bytes,
                 "buffers": [{"name": b.name, "kind": b.kind, "size_bytes": b.size_bytes, "first_step": b.first_step,
                              "last_step": b.last_step, "offset": self._offset(b)} for b in self.buffers]}
 
@@ -71,8 +77,10 @@ def graph_buffers(graph: QGraph, in_place: InPlace | None, scratch: ScratchBytes
     span = dict(life)  # representative → merged lifetime
     for i, op in enumerate(graph.ops):
         mode = in_place(op.kind) if in_place else "none"
-        src = next((owner[t] for t in op.inputs if mode == "alias" or
-                    (mode == "reuse" and span[owner[t]][1] == i and t != graph.output)), None)
+        candidates = op.inputs if mode != "reuse_other" else \
+            [t for t in op.inputs[1:] if owner[t] != owner[op.inputs[0]]]
+        src = next((owner[t] for t in candidates if mode == "alias" or
+                    (mode in ("reuse", "reuse_other") and span[owner[t]][1] == i and t != graph.output)), None)
         if mode != "none" and src is not None:
             owner[op.output] = src
             span[src] = (span[src][0], max(span[src][1], life[op.output][1]))

@@ -14,6 +14,7 @@ import numpy as np
 from devicefit.core import DataError, Registry
 
 from ._fixedpoint import multiply_by_quantized_multiplier
+from ._fuse_add import CONV_ADD_KINDS, split_conv_add
 from ._ir import QGraph, QOp
 
 __all__ = ["REFERENCE_KERNELS", "run_reference"]
@@ -135,3 +136,14 @@ def _max_pool2d(op: QOp, inputs: list[np.ndarray], graph: QGraph) -> np.ndarray:
 @REFERENCE_KERNELS.register("reshape")
 def _reshape(op: QOp, inputs: list[np.ndarray], graph: QGraph) -> np.ndarray:
     return inputs[0].reshape((len(inputs[0]), *graph.tensors[op.output].shape[1:]))
+
+
+def _conv_add(op: QOp, inputs: list[np.ndarray], graph: QGraph) -> np.ndarray:
+    """A fused conv + residual add: exactly the unfused conv kernel, then the add kernel on its int8 output."""
+    conv, add = split_conv_add(op)
+    mid = REFERENCE_KERNELS.get(conv.kind)(conv, inputs[:1], graph)
+    return REFERENCE_KERNELS.get("add")(add, [inputs[1], mid] if op.attrs["skip_first"] else [mid, inputs[1]], graph)
+
+
+for _kind in CONV_ADD_KINDS.values():
+    REFERENCE_KERNELS.add(_kind, _conv_add)

@@ -20,6 +20,7 @@ import numpy as np
 
 from devicefit.core import ConfigError, DevicefitError, Registry, UnsupportedOpError
 
+from ._fuse_add import CONV_ADD_KINDS, split_conv_add
 from ._ir import QGraph, QOp, QTensor
 
 __all__ = ["TFLITE_WRITERS", "TFLM_ARENA_METHOD", "tflite_bytes", "tflm_arena", "tflm_run"]
@@ -275,9 +276,17 @@ def _reshape(w: _Writer, op: QOp) -> None:
          (T.BuiltinOptions.ReshapeOptions, opts))
 
 
+def _conv_add(w: _Writer, op: QOp) -> None:
+    """TFLite has no fused conv + add: a fused op is written as its CONV_2D / DEPTHWISE_CONV_2D and ADD."""
+    conv, add = split_conv_add(op)
+    _conv(w, conv)
+    _add(w, add)
+
+
 TFLITE_WRITERS: Registry[Any] = Registry(".tflite op writer")
 for _kind, _fn in (("conv2d", _conv), ("depthwise_conv2d", _conv), ("fully_connected", _fully_connected),
-                   ("add", _add), ("avg_pool2d", _pool), ("max_pool2d", _pool), ("reshape", _reshape)):
+                   ("add", _add), ("avg_pool2d", _pool), ("max_pool2d", _pool), ("reshape", _reshape),
+                   *((k, _conv_add) for k in CONV_ADD_KINDS.values())):
     TFLITE_WRITERS.add(_kind, _fn)
 
 
