@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from devicefit import data
 from devicefit.cli import main
-from devicefit.core import ConfigError
+from devicefit.core import ConfigError, DataError
 from devicefit.pipelines import STAGES, load_recipe, run_recipe
 
 RECIPE = """
@@ -193,3 +194,25 @@ def test_report_renders_in_headless_chromium(finished_run, tmp_path):
 
     with Image.open(shot) as im:  # the page drew something: many distinct colours (plots), not a blank page
         assert im.size == (1000, 1800) and len(im.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 50
+
+
+@pytest.mark.slow
+def test_data_dir_from_the_environment_enters_the_fingerprints(finished_run, tmp_path, monkeypatch):
+    base, path, _ = finished_run
+    copy = tmp_path / "out"
+    shutil.copytree(base / "out", copy)
+    runs_before = (copy / "log.txt").read_text().count("zoo: running")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("DEVICEFIT_DATA_DIR", str(empty))
+    with pytest.raises(DataError, match="looked in"):  # a missing dataset names where it was looked for
+        run_recipe(load_recipe(path), progress=False, run_dir=copy)
+    full = tmp_path / "data"
+    shutil.copytree(Path(data.__file__).parent / "bundled" / "fsdd", full / "fsdd")
+    monkeypatch.setenv("DEVICEFIT_DATA_DIR", str(full))
+    run_recipe(load_recipe(path), progress=False, run_dir=copy)
+    stored = json.loads((copy / "config.json").read_text())["config"]
+    assert stored["data"]["data_dir"] == str(full.resolve())
+    # the failed attempt and this one ran the zoo stage again: the new data copy trained in a new folder
+    assert (copy / "log.txt").read_text().count("zoo: running") == runs_before + 2
+    assert len(list((copy / "stages" / "zoo").iterdir())) == 2

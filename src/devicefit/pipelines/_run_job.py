@@ -7,6 +7,7 @@ state), report.html and report.md.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,12 @@ def _claim(run_dir: Path, recipe: Recipe) -> None:
 def run_recipe(recipe: Recipe, *, progress: bool = True, echo: Callable[[str], None] | None = None,
                run_dir: str | Path | None = None) -> dict[str, Any]:
     """Run every stage of `recipe` (unchanged ones are reused) and return the verdict summary."""
+    from devicefit import data as D
+
+    # $DEVICEFIT_DATA_DIR becomes part of the recipe: every stage's fingerprint then says which copy of
+    # the data it read, so switching copies reruns the stages instead of mixing results
+    if recipe.data.data_dir is None and (from_env := D.resolve_data_dir(None)) is not None:
+        recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, data_dir=str(from_env)))
     out = Path(run_dir) if run_dir is not None else recipe.default_run_dir()
     _claim(out, recipe)
     logger = open_run_log(out)

@@ -5,9 +5,10 @@ on the test split and its latency measured side by side with the fp32 model on t
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from devicefit.core import to_dict
+from devicefit.core import ArchSpec, to_dict
 
 from ._compress_job import CompressJobConfig, run_compress_job
 from ._recipe import recipe_targets
@@ -31,10 +32,12 @@ class CompressStage(Stage):
             return {"onnx": None}, {}
         zoo = ctx.records["zoo"].metrics
         hosts = [t for t in recipe_targets(ctx.recipe) if t.kind == "host" and t.runtime == "onnxruntime"]
-        out = ctx.stage_dir / "int8"
         cfg = CompressJobConfig(source=str(ctx.run_dir / zoo["selected_run_dir"]), method="quantize",
-                                run_dir=str(out), n_calibration=c.calibration_samples,
+                                run_dir="pending", n_calibration=c.calibration_samples,
                                 target=hosts[0].name if hosts else "host-ort")
+        # one folder per job config: a new source model gets a new folder, a rerun finds its own
+        out = ctx.stage_dir / f"int8-{ArchSpec('job', to_dict(cfg)).spec_id[:8]}"
+        cfg = dataclasses.replace(cfg, run_dir=str(out))
         rec = run_compress_job(cfg, echo=lambda s: ctx.log(f"compress: {s}"))
         before, after = rec["before"], rec["after"]
         ctx.log(f"compress: int8 accuracy {100 * after['accuracy']:.2f}% (fp32 {100 * before['accuracy']:.2f}%), "
