@@ -32,7 +32,7 @@ from devicefit.core import (
 )
 from devicefit.train import TrainConfig
 
-from ._run_dir import claim_run_dir, open_run_log
+from ._run_dir import claim_run_dir, run_log
 from ._train_job import DataConfig, TrainJobConfig
 
 __all__ = ["ADAPT_SCHEMES", "ADAPT_STAGE", "AdaptJobConfig", "default_adapt_dir", "run_adapt_job", "split_new_data"]
@@ -172,12 +172,7 @@ def run_adapt_job(cfg: AdaptJobConfig, *, echo: Callable[[str], None] | None = N
     claim_run_dir(run_dir, ADAPT_STAGE, config)
     if (run_dir / f"{ADAPT_STAGE}.json").exists():
         return {**RunRecord.load(run_dir / f"{ADAPT_STAGE}.json").metrics, "run_dir": str(run_dir), "cached": True}
-    logger = open_run_log(run_dir)
-
-    def log(fmt: str, *args: Any) -> None:
-        logger.info(fmt, *args)
-        if echo is not None:
-            echo(fmt % args)
+    log = run_log(run_dir, echo)
 
     started = time.perf_counter()
     new = D.load_dataset(data_cfg.name, cfg.split, data_cfg.data_dir, **data_cfg.options)

@@ -34,7 +34,7 @@ from devicefit.core import (
 )
 from devicefit.train import TrainConfig
 
-from ._run_dir import claim_run_dir, open_run_log
+from ._run_dir import claim_run_dir, run_log
 from ._train_job import DataConfig, ModelConfig, TrainJobConfig
 
 __all__ = ["COMPRESS_METHODS", "COMPRESS_STAGE", "CompressJobConfig", "default_finetune", "load_source",
@@ -210,12 +210,7 @@ def run_compress_job(cfg: CompressJobConfig, *, echo: Callable[[str], None] | No
     claim_run_dir(run_dir, "compress", to_dict(cfg))
     if (run_dir / f"{COMPRESS_STAGE}.json").exists():
         return {**RunRecord.load(run_dir / f"{COMPRESS_STAGE}.json").metrics, "cached": True}
-    logger = open_run_log(run_dir)
-
-    def log(fmt: str, *args: Any) -> None:
-        logger.info(fmt, *args)
-        if echo is not None:
-            echo(fmt % args)
+    log = run_log(run_dir, echo)
 
     started = time.perf_counter()
     atomic_write_json(run_dir / _DATA, to_dict(src.data))

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from devicefit import __version__
 from devicefit.core import ConfigError, DataError, atomic_write_json, read_json
 
-__all__ = ["claim_run_dir", "open_run_log"]
+__all__ = ["claim_run_dir", "open_run_log", "run_log"]
 
 _CONFIG = "config.json"
 
@@ -63,3 +64,15 @@ def open_run_log(run_dir: Path) -> logging.Logger:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
     return logger
+
+
+def run_log(run_dir: Path, echo: Callable[[str], None] | None = None) -> Callable[..., None]:
+    """A `log(fmt, *args)` that writes %-formatted lines to `<run_dir>/log.txt` and, when given, to `echo`."""
+    logger = open_run_log(run_dir)
+
+    def log(fmt: str, *args: Any) -> None:
+        logger.info(fmt, *args)
+        if echo is not None:
+            echo(fmt % args)
+
+    return log

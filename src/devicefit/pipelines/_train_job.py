@@ -17,7 +17,7 @@ from typing import Any
 from devicefit.core import ArchSpec, RunRecord, atomic_write_json, check_range, machine_info, to_dict
 from devicefit.train import TrainConfig
 
-from ._run_dir import claim_run_dir, open_run_log
+from ._run_dir import claim_run_dir, run_log
 
 __all__ = ["JOB_STAGE", "DataConfig", "ModelConfig", "TrainJobConfig", "default_run_dir", "run_train_job"]
 
@@ -88,12 +88,7 @@ def run_train_job(cfg: TrainJobConfig, *, progress: bool = True,
     record_path = run_dir / f"{JOB_STAGE}.json"
     if record_path.exists():
         return {**RunRecord.load(record_path).metrics, "run_dir": str(run_dir), "cached": True}
-    logger = open_run_log(run_dir)
-
-    def log(fmt: str, *args: Any) -> None:
-        logger.info(fmt, *args)
-        if echo is not None:
-            echo(fmt % args)
+    log = run_log(run_dir, echo)
 
     started = time.perf_counter()
     train_full = D.load_dataset(cfg.data.name, "train", cfg.data.data_dir, **cfg.data.options)
