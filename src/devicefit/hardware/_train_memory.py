@@ -11,9 +11,10 @@ from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from torch.fx.passes.shape_prop import ShapeProp
 
 from devicefit.core import ConfigError, UnsupportedOpError, check_choice
+from devicefit.nn import tensor_metas
 
 from ._train_mem_rules import OpInfo, SavedRef, has_module_rule, saved_rule_for
 
@@ -125,28 +126,19 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...], batch_size: int) -> f
     return gm
 
 
-def _meta(node: fx.Node) -> list[TensorMetadata]:
-    meta = node.meta.get("tensor_meta")
-    if isinstance(meta, TensorMetadata):
-        return [meta]
-    if isinstance(meta, list | tuple):
-        return [m for m in meta if isinstance(m, TensorMetadata)]
-    return []
-
-
 def _nbytes(node: fx.Node) -> int:
-    return sum(math.prod(m.shape) * torch.empty((), dtype=m.dtype).element_size() for m in _meta(node))
+    return sum(math.prod(m.shape) * torch.empty((), dtype=m.dtype).element_size() for m in tensor_metas(node))
 
 
 def _shape(node: fx.Node) -> tuple[int, ...]:
-    metas = _meta(node)
+    metas = tensor_metas(node)
     return tuple(int(d) for d in metas[0].shape) if metas else ()
 
 
 def _tensor_args(node: fx.Node) -> list[fx.Node]:
     found: list[fx.Node] = []
     fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
-    return [n for n in found if _meta(n)]
+    return [n for n in found if tensor_metas(n)]
 
 
 def _param_bytes(params: Sequence[torch.Tensor]) -> int:

@@ -10,7 +10,7 @@ from ._blocks import (
     make_activation,
     make_divisible,
 )
-from ._cost import CostReport, LayerCost, analyze
+from ._cost import CostReport, LayerCost, analyze, tensor_metas
 from ._losses import distillation_loss
 from ._onnx import DEFAULT_OPSET, export_onnx
 
@@ -29,4 +29,5 @@ __all__ = [
     "export_onnx",
     "make_activation",
     "make_divisible",
+    "tensor_metas",
 ]

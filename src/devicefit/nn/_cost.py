@@ -18,7 +18,7 @@ from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from devicefit.core import ConfigError, UnsupportedOpError
 
-__all__ = ["CostReport", "LayerCost", "analyze"]
+__all__ = ["CostReport", "LayerCost", "analyze", "tensor_metas"]
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def _op_name(node: fx.Node, modules: dict[str, nn.Module]) -> str:
 # --- tensor sizes -----------------------------------------------------------------------------------------
 
 
-def _metas(node: fx.Node) -> list[TensorMetadata]:
+def tensor_metas(node: fx.Node) -> list[TensorMetadata]:
     """The tensor outputs of `node` (empty for non-tensor values such as `x.size(0)`)."""
     meta = node.meta.get("tensor_meta")
     if isinstance(meta, TensorMetadata):
@@ -135,7 +135,7 @@ def _nbytes(numel: int, bits: int) -> int:
 
 
 def _out_bytes(node: fx.Node, act_bits: int) -> int:
-    return sum(_nbytes(math.prod(m.shape), act_bits) for m in _metas(node))
+    return sum(_nbytes(math.prod(m.shape), act_bits) for m in tensor_metas(node))
 
 
 # --- liveness ---------------------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def _trace(model: nn.Module, shape: tuple[int, ...]) -> fx.GraphModule:
 
 
 def _layer(node: fx.Node, modules: dict[str, nn.Module], act_bits: int, allocates: bool) -> LayerCost:
-    metas = _metas(node)
+    metas = tensor_metas(node)
     shape = tuple(int(d) for d in metas[0].shape) if metas else ()
     params = macs = 0
     if node.op == "call_module":
@@ -273,7 +273,7 @@ def analyze(model: nn.Module, input_shape: Sequence[int], *, weight_bits: int = 
     layers = []
     for node in nodes:
         kind = _node_class(node, modules)
-        if kind in ("output", "const") or not _metas(node):
+        if kind in ("output", "const") or not tensor_metas(node):
             continue
         allocates = live.assign(node, kind)
         if kind != "input":
