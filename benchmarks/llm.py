@@ -93,7 +93,7 @@ def _weight_rows(lm: llm.LoadedLM, ev: list[list[int]], calib: list[list[int]], 
         quant_s = time.perf_counter() - t0
         s = llm.score_lm(model, ev, reference=ref if kw is not None else None)
         models[label] = model
-        out.append({"weights": label, "bits_per_weight": _bpw(model, matrices),
+        out.append({"weights": label, "bits_per_weight": llm.block_bits_per_weight(model, matrices),
                     "weight_bytes": llm.weight_bytes(model, matrices), **s.to_dict(),
                     "quantize_s": round(quant_s, 1), **extra})
         print(f"  {label:26s} ppl {s.perplexity:.4f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -101,16 +101,6 @@ def _weight_rows(lm: llm.LoadedLM, ev: list[list[int]], calib: list[list[int]], 
     for r in out:
         r["ppl_change_pct"] = 100 * (r["perplexity"] / base - 1)
     return out, models
-
-
-def _bpw(model: llm.Llama, matrices: dict[str, Any]) -> float:
-    bits = n = 0.0
-    for name in llm.linear_names(model):
-        k = model.get_submodule(name).weight.numel()
-        qm = matrices.get(name, "f32")
-        bits += k * (32.0 if qm == "f32" else 16.0 if qm is None else qm.bits_per_weight)
-        n += k
-    return bits / n
 
 
 def _kv_rows(lm: llm.LoadedLM, models: dict[str, llm.Llama], ev: list[list[int]], context: int) -> list[dict[str, Any]]:

@@ -13,7 +13,15 @@ from ._groupq import QuantizedMatrix, quantize_matrix
 from ._kvquant import KVQuantConfig, KVQuantizer, kv_cache_bytes, set_kv_quant_
 from ._llama2c import load_llama2c
 from ._model import KVCache, Llama, LlamaConfig, linear_names
-from ._quant import QUANTIZERS, QuantizedLlama, RTNQuantizer, WeightQuantConfig, quantize_llama, weight_bytes
+from ._quant import (
+    QUANTIZERS,
+    QuantizedLlama,
+    RTNQuantizer,
+    WeightQuantConfig,
+    block_bits_per_weight,
+    quantize_llama,
+    weight_bytes,
+)
 from ._text import Corpus, clean_stories, encode_texts, load_stories, split_eval_calib
 from ._tokenizer import BpeTokenizer, SentencePieceTokenizer, Tokenizer, load_llama2c_tokenizer
 from ._zoo import LMS, LoadedLM, list_lms, load_lm
@@ -50,6 +58,7 @@ __all__ = [
     "SignedMaxGrid",
     "Tokenizer",
     "WeightQuantConfig",
+    "block_bits_per_weight",
     "clean_stories",
     "decode_speed",
     "encode_texts",

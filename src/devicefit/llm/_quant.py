@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -15,8 +16,16 @@ from ._grids import Grid, grid_name, parse_grid
 from ._groupq import QuantizedMatrix, quantize_matrix
 from ._model import Llama, linear_names
 
-__all__ = ["QUANTIZERS", "QuantizedLlama", "RTNQuantizer", "WeightQuantConfig", "get_linear", "quantize_llama",
-           "weight_bytes"]
+__all__ = [
+    "QUANTIZERS",
+    "QuantizedLlama",
+    "RTNQuantizer",
+    "WeightQuantConfig",
+    "block_bits_per_weight",
+    "get_linear",
+    "quantize_llama",
+    "weight_bytes",
+]
 
 
 @dataclass(frozen=True)
@@ -166,3 +175,15 @@ def quantize_llama(model: Llama, config: WeightQuantConfig,
     if cls.needs_calibration and not calib_seqs:
         raise ConfigError(f"method {config.method!r} needs calibration sequences, got none")
     return cls(config).fit(model, calib_seqs).transform(model)
+
+
+def block_bits_per_weight(model: Llama, matrices: dict[str, Any]) -> float:
+    """Mean bits per weight of the block matrices: quantized at their rate, fp16 fallbacks
+    (None) at 16, matrices not listed at 32."""
+    bits = n = 0.0
+    for name in linear_names(model):
+        k = model.get_submodule(name).weight.numel()
+        qm = matrices.get(name, "f32")
+        bits += k * (32.0 if qm == "f32" else 16.0 if qm is None else qm.bits_per_weight)
+        n += k
+    return bits / n

@@ -102,24 +102,12 @@ def run_llm_eval(cfg: LLMJobConfig, lm: llm.LoadedLM | None = None) -> dict[str,
     ctx = min(cfg.context, lm.model.cfg.max_seq_len)
     matrices = q.matrices if q is not None else lm.matrices  # a GGUF file's own quantized tensors
     metrics = {**score.to_dict(),
-               "bits_per_weight": _bits_per_weight(model, matrices),
+               "bits_per_weight": llm.block_bits_per_weight(model, matrices),
                "weight_bytes": llm.weight_bytes(model, matrices),
                "kv_cache_bytes": llm.kv_cache_bytes(model.cfg, ctx, kv), "kv_context": ctx,
                "decode_tokens_per_s": speed.to_dict(), "quantize_s": quant_s,
                "notes": q.notes if q is not None else [], "eval_text": source}
     return {"config": to_dict(cfg), "metrics": metrics, "machine": machine_info()}
-
-
-def _bits_per_weight(model: llm.Llama, matrices: dict[str, Any]) -> float:
-    """Mean bits per weight of the block matrices: quantized at their rate, fp16 fallbacks
-    (None) at 16, matrices not listed at 32."""
-    bits = n = 0.0
-    for name in llm.linear_names(model):
-        k = model.get_submodule(name).weight.numel()
-        qm = matrices.get(name, "f32")
-        bits += k * (32.0 if qm == "f32" else 16.0 if qm is None else qm.bits_per_weight)
-        n += k
-    return bits / n
 
 
 def run_llm_quantize(cfg: LLMJobConfig, out: str | Path) -> dict[str, Any]:

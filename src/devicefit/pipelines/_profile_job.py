@@ -132,16 +132,7 @@ def _sample_distinct(space: Any, n: int, seed: int) -> list[ArchSpec]:
 def _load_rows(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
     """Measurements already on disk, by (spec JSON, pass); a torn last line (killed mid-write) is dropped.
     Rows written before passes existed count as pass 0."""
-    rows: dict[tuple[str, int], dict[str, Any]] = {}
-    if not path.exists():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        rows[_key(row["spec"]), int(row.get("pass", 0))] = row
-    return rows
+    return {(_key(row["spec"]), int(row.get("pass", 0))): row for row in _read_jsonl(path)}
 
 
 def _key(spec_dict: dict[str, Any]) -> str:

@@ -8,10 +8,9 @@ and arena from the deploy stage's generated program when it ran, else the analyt
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any
 
-from devicefit.core import ArchSpec, read_json
+from devicefit.core import ArchSpec
 
 from ._recipe import recipe_targets
 from ._stages import Stage, StageContext, stage
@@ -101,7 +100,3 @@ class VerifyStage(Stage):
             model = T.load_weights(M.build(spec), ctx.run_dir / final["pt"])
             return H.measure_latency(model, t, input_shape=shape, repeats=ctx.recipe.zoo.latency_repeats)
 
-
-def read_stage(run_dir: Path, name: str) -> dict[str, Any] | None:
-    path = run_dir / "stages" / f"{name}.json"
-    return read_json(path) if path.exists() else None

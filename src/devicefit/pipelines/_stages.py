@@ -89,7 +89,8 @@ def run_stages(recipe: Recipe, run_dir: Path, *, log: Callable[[str], None], pro
         # an upstream stage is identified by its fingerprint and when it ran: a rerun (e.g. its record was
         # deleted) changes what this stage read, so this stage reruns too
         upstream = {r: f"{records[r].config['fingerprint']}@{records[r].created_at}" for r in st.reads if r in records}
-        fp = fingerprint(name, st.config(recipe), upstream)
+        stage_config = st.config(recipe)
+        fp = fingerprint(name, stage_config, upstream)
         path = run_dir / "stages" / f"{name}.json"
         if (hit := _cached(path, fp)) is not None:
             log(f"{name}: unchanged: reusing {path.relative_to(run_dir)}")
@@ -100,7 +101,7 @@ def run_stages(recipe: Recipe, run_dir: Path, *, log: Callable[[str], None], pro
         ctx = StageContext(recipe, run_dir, records, log, progress, run_dir / "stages" / name)
         ctx.stage_dir.mkdir(parents=True, exist_ok=True)
         metrics, artefacts = st.run(ctx)
-        record = RunRecord(name, {"fingerprint": fp, "upstream": upstream, "stage_config": st.config(recipe)},
+        record = RunRecord(name, {"fingerprint": fp, "upstream": upstream, "stage_config": stage_config},
                            {**metrics, "stage_seconds": time.perf_counter() - started}, artefacts, machine_info())
         record.save(run_dir / "stages")
         records[name] = record
