@@ -10,9 +10,10 @@ The new data is split per class, seeded: 20% adapts (the selector probes on 70% 
 lr 0.01 constant, batch 8, `--epochs`), so the comparison is the scheme, not the tuning.
 
 Memory: modelled (`devicefit.hardware.train_memory`), the exact saved-activation bytes of one batch through
-saved-tensor hooks, and the peak-RSS growth of one training step in a fresh process (`measure_step_rss`,
-median of `--rss-repeats`). Time per step: median (p10/p90) of `--timed-steps` steps after 3 warm-up
-steps, 1 torch thread, in this process. Base networks train once into benchmarks/runs/ (kept).
+saved-tensor hooks, the peak of torch's CPU allocator over one step (profiler memory events), and the
+peak-RSS growth of one training step in a fresh process (`measure_step_rss`, median of `--rss-repeats`).
+Time per step: median (p10/p90) of `--timed-steps` steps after 3 warm-up steps, 1 torch thread, in this
+process. Base networks train once into benchmarks/runs/ (kept).
 
     python benchmarks/ondevice.py --scenario fsdd            # then --scenario cifar
     python benchmarks/ondevice.py --scenario fsdd --quick    # smoke run: fewer epochs and repeats
@@ -39,6 +40,7 @@ from devicefit.hardware import summarize_samples, train_memory
 from devicefit.pipelines import DataConfig, ModelConfig, TrainJobConfig, run_train_job
 from devicefit.pipelines._adapt_job import split_new_data
 from devicefit.reports import Column, format_bytes, markdown_table
+from devicefit.train import step_allocator_peak_bytes
 
 HERE = Path(__file__).resolve().parent
 BUDGET_BYTES = 256 * 1024
@@ -141,6 +143,8 @@ def run_scheme(label: str, scheme: T.SchemeConfig | None, sc: dict[str, Any], ad
     rss = T.measure_step_rss(prepared, shape, classes, batch_size=args.rss_batch, cfg=rss_cfg, repeats=args.rss_repeats)
     at_rss = T.modelled_memory(prepared, shape, rss_cfg)
     row["rss_step_bytes"], row["rss_spread"], row["model_step_at_rss_batch"] = rss.value, rss.spread, at_rss.step_bytes
+    xr, yr = _batch(adapt_ds, args.rss_batch)
+    row["alloc_step_bytes"] = step_allocator_peak_bytes(copy.deepcopy(prepared), xr, yr, rss_cfg)
     row["rss_inference_bytes"] = rss.method["inference_delta_bytes"]
     row["rss_over_inference"] = rss.value - row["rss_inference_bytes"]
     row["model_over_inference"] = max(at_rss.step_bytes - sc["inference_model_bytes"], 0)
@@ -167,6 +171,7 @@ def _ratios(rows: list[dict[str, Any]], before: float) -> None:
         r["rss_ratio"] = full["rss_step_bytes"] / max(r["rss_step_bytes"], 1)
         r["hooks_vs_model"] = m["saved_activation_bytes"] / max(r["hooks_saved_bytes"], 1)
         r["rss_vs_model_step"] = r["rss_step_bytes"] / max(r["model_step_at_rss_batch"], 1)
+        r["alloc_vs_model_step"] = r["alloc_step_bytes"] / max(r["model_step_at_rss_batch"], 1)
         over = r["rss_over_inference"]
         r["rss_over_inference_ratio"] = full["rss_over_inference"] / over if over > 64 * 1024 else None
 
@@ -180,6 +185,8 @@ COLUMNS = [
     Column("hooks_vs_model", "model/hooks", lambda v: f"{v:.3f}", "right"),
     Column("model_memory_ratio", "full/this (model)", lambda v: f"{v:.1f}×", "right"),
     Column("model_step_at_rss_batch", "step peak (model, RSS batch)", format_bytes, "right"),
+    Column("alloc_step_bytes", "step peak torch alloc.", format_bytes, "right"),
+    Column("alloc_vs_model_step", "alloc./model", lambda v: f"{v:.2f}", "right"),
     Column("rss_step_bytes", "step peak RSS Δ", format_bytes, "right"),
     Column("rss_vs_model_step", "RSS/model", lambda v: f"{v:.2f}", "right"),
     Column("rss_ratio", "full/this (RSS)", lambda v: f"{v:.1f}×", "right"),

@@ -1,4 +1,5 @@
-"""Adaptation end to end: the budgeted selector, the adapt job and `devicefit adapt` on held-out FSDD speakers."""
+"""Adaptation end to end: the budgeted selector, the adapt job and `devicefit finetune` (alias `adapt`) on
+held-out FSDD speakers."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-import devicefit.cli._cmd_adapt  # noqa: F401  (registers `adapt` until the CLI app imports it)
 from devicefit.cli import main
+from devicefit.cli._cmd_adapt import parse_memory_budget
 from devicefit.core import BudgetError, ConfigError, DataError, NotFittedError, read_json, sha256_file
 from devicefit.data import ArrayDataset, load_fsdd
 from devicefit.models import build, default_spec
@@ -141,18 +142,29 @@ def test_adapt_job_errors(base_run, tmp_path) -> None:
                                      run_dir=str(tmp_path / "c")))
 
 
-def test_cli_adapt_within_budget(base_run, tmp_path, capsys) -> None:
+def test_cli_finetune_within_budget(base_run, tmp_path, capsys) -> None:
     out = tmp_path / "cli"
-    code = main(["--json", "adapt", str(base_run), "--scheme", "sparse", "--budget-kib", "256", "--out", str(out),
-                 "--set", "layers=[-1, -2]", "--set", "channel_ratio=0.5", "--set", "train.epochs=1",
+    code = main(["--json", "finetune", str(base_run), "--scheme", "sparse", "--memory-budget", "256KiB", "--out",
+                 str(out), "--set", "layers=[-1, -2]", "--set", "channel_ratio=0.5", "--set", "train.epochs=1",
                  "--set", "train.batch_size=16"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["scheme"]["layers"] == [-1, -2] and result["memory"]["budget_bytes"] <= 256 * 1024
     assert (out / "adapt.json").is_file() and (out / "model.pt").is_file()
+    # `adapt` is kept as an alias; a budget below every scheme names the smallest feasible one
     assert main(["adapt", str(base_run), "--scheme", "auto", "--budget-kib", "0.001", "--out",
                  str(tmp_path / "x")]) != 0
     assert "smallest feasible" in capsys.readouterr().err
+    assert main(["finetune", str(base_run), "--memory-budget", "lots", "--out", str(tmp_path / "y")]) != 0
+    assert "--memory-budget" in capsys.readouterr().err
+
+
+def test_memory_budget_sizes() -> None:
+    assert parse_memory_budget("256KiB") == 256 and parse_memory_budget("1.5 MiB") == 1536
+    assert parse_memory_budget("262144") == 256 and parse_memory_budget("300kB") == 300_000 / 1024
+    for bad in ("", "0KiB", "-1", "12 parsecs"):
+        with pytest.raises(ConfigError, match="memory-budget"):
+            parse_memory_budget(bad)
 
 
 def test_default_spec_of_the_tiny_base_matches(base_run) -> None:

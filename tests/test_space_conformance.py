@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -11,8 +13,10 @@ from devicefit.space import MAX_ENUMERATE, SPACES, CellSpace, Space, get_space, 
 NAMES = list_spaces()
 
 
-def _ops(space: Space, spec: ArchSpec) -> tuple[str, ...]:
-    return spec["ops"]  # type: ignore[no-any-return]
+def _ops(space: Space, spec: ArchSpec) -> tuple[Any, ...]:
+    """A spec's positions: its ops (cell and MBConv spaces), else the positional `values(spec)` (resnet_cifar)."""
+    ops = spec.get("ops")
+    return tuple(ops) if ops is not None else tuple(space.values(spec))  # type: ignore[attr-defined]
 
 
 def test_registry_lists_the_table_spaces() -> None:

@@ -11,7 +11,7 @@ from ._registry import command
 
 @command("run")
 class RunCommand:
-    help = "run a recipe end to end: zoo baseline → (compress → deploy) → verify budgets → report"
+    help = "run a recipe end to end: zoo baseline → search → compress → deploy → verify budgets → report"
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("recipe", nargs="?", help="recipe TOML (default: built-in defaults)")
@@ -28,6 +28,13 @@ class RunCommand:
         recipe = load_recipe(args.recipe, [*extra, *args.overrides])
         summary = run_recipe(recipe, progress=out.progress, echo=out.say if out.progress else None,
                              run_dir=args.run_dir)
+        if "search" in summary:
+            c, spec = summary["search"]["comparison"], summary["search"]["searched_spec"]
+            arch = ", ".join(f"{k}={v}" for k, v in spec["params"].items() if k in ("depths", "channels"))
+            out.say(f"search: {spec['family']}({arch}) test {100 * c['search']['test_accuracy']:.2f}% (val "
+                    f"{100 * c['search']['val_accuracy']:.2f}%) vs zoo {c['zoo']['name']} test "
+                    f"{100 * c['zoo']['test_accuracy']:.2f}% (val {100 * c['zoo']['val_accuracy']:.2f}%); kept: "
+                    f"{'searched model' if summary['search']['kept'] == 'search' else 'zoo model'}")
         if "budgets" in summary:
             out.say(f"\n[bold]{recipe.name}[/]: test accuracy {100 * summary['test_accuracy']:.2f}% "
                     f"({summary['final']['precision']}, from the {summary['final']['source']} stage)")

@@ -32,7 +32,18 @@ from ._target import (
     load_targets_file,
     parse_size_bytes,
 )
-from ._train_mem_rules import SAVED_RULES, OpInfo, SavedRef, SavedRule, register_saved_rule
+from ._train_mem_rules import (
+    SAVED_RULES,
+    WORKSPACE_RULES,
+    OpInfo,
+    SavedRef,
+    SavedRule,
+    Workspace,
+    conv_workspace,
+    register_saved_rule,
+    register_workspace_rule,
+    workspace_for,
+)
 from ._train_memory import OPTIMIZER_SLOTS, LayerTrainMemory, TrainMemoryReport, optimizer_slots, train_memory
 
 __all__ = [
@@ -45,6 +56,7 @@ __all__ = [
     "SAVED_RULES",
     "TARGETS",
     "TARGETS_ENV",
+    "WORKSPACE_RULES",
     "AccuracyTable",
     "BlockLatency",
     "BudgetLine",
@@ -67,9 +79,11 @@ __all__ = [
     "Target",
     "TrainMemoryReport",
     "TransferPredictor",
+    "Workspace",
     "aggregate_by_block",
     "analytic_peak_activation_bytes",
     "check_budgets",
+    "conv_workspace",
     "evaluate_predictions",
     "get_encoding",
     "get_target",
@@ -87,8 +101,10 @@ __all__ = [
     "parse_size_bytes",
     "register_predictor",
     "register_saved_rule",
+    "register_workspace_rule",
     "runtime_peak_rss_bytes",
     "summarize_samples",
     "train_memory",
     "usable_threads",
+    "workspace_for",
 ]

@@ -5,7 +5,8 @@ Each rule says which tensors an op saves when it takes part in backward, as stoc
 minimum: Conv2d saves its input even when its weight is frozen, Linear only when its weight needs a
 gradient, BatchNorm saves its input in train and eval mode, ReLU saves its output, ReLU6/Hardswish/
 Hardsigmoid their input, mean pooling/add/cat/split nothing, mul the other operand. New modules (the
-memory-lean ops of `devicefit.train`) register their own rule with `register_saved_rule`.
+memory-lean ops of `devicefit.train`) register their own rule with `register_saved_rule`. Workspace rules
+(`register_workspace_rule`) give the transient buffers an op allocates inside its forward and backward.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from torch import nn
 
 from devicefit.core import Registry, UnsupportedOpError
 
-__all__ = ["SAVED_RULES", "OpInfo", "SavedRef", "SavedRule", "has_module_rule", "register_saved_rule", "rule_key",
-           "saved_rule_for"]
+__all__ = ["SAVED_RULES", "WORKSPACE_RULES", "OpInfo", "SavedRef", "SavedRule", "Workspace", "has_module_rule",
+           "register_saved_rule", "register_workspace_rule", "rule_key", "saved_rule_for", "workspace_for"]
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,28 @@ class OpInfo:
 
     @property
     def output_numel(self) -> int:
-        n = 1
-        for d in self.output_shape:
-            n *= d
-        return n
+        return _numel(self.output_shape)
+
+    @property
+    def input_numel(self) -> int:
+        return _numel(self.input_shapes[0]) if self.input_shapes else 0
+
+
+def _numel(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Transient bytes an op holds inside its own call, on top of its inputs and outputs (forward) or its
+    output gradient and input gradients (backward): layout reorders, im2col, masks, contiguous copies."""
+
+    forward_bytes: int = 0
+    backward_bytes: int = 0
+    passes_grad: bool = False  # backward hands its output gradient on as the input gradients (add, views)
 
 
 SavedRule = Callable[[OpInfo], Sequence[SavedRef]]
@@ -74,6 +93,8 @@ class _Entry:
 
 
 SAVED_RULES: Registry[_Entry] = Registry("saved-tensor rule")
+WorkspaceRule = Callable[[OpInfo], Workspace]
+WORKSPACE_RULES: Registry[WorkspaceRule] = Registry("workspace rule")
 
 
 def rule_key(op: type | Callable[..., object] | str) -> str:
@@ -107,6 +128,27 @@ def _module_entry(cls: type) -> _Entry | None:
         if key in SAVED_RULES:
             return SAVED_RULES.get(key)
     return None
+
+
+def register_workspace_rule(*ops: type | Callable[..., object] | str) -> Callable[[WorkspaceRule], WorkspaceRule]:
+    """Decorator registering `rule(OpInfo) -> Workspace` for module classes, functions or method names.
+    An op without one is taken to allocate nothing beyond its outputs and gradients."""
+
+    def deco(rule: WorkspaceRule) -> WorkspaceRule:
+        for op in ops:
+            WORKSPACE_RULES.add(rule_key(op), rule)
+        return rule
+
+    return deco
+
+
+def workspace_for(op: nn.Module | Callable[..., object] | str, info: OpInfo) -> Workspace:
+    """The workspace of `op` (a module by class, walking its bases) as `info` describes it; none if unknown."""
+    keys = [rule_key(k) for k in type(op).__mro__] if isinstance(op, nn.Module) else [rule_key(op)]
+    for key in keys:
+        if key in WORKSPACE_RULES:
+            return WORKSPACE_RULES.get(key)(info)
+    return Workspace()
 
 
 def has_module_rule(module: nn.Module) -> bool:
@@ -173,3 +215,26 @@ def _mul(op: OpInfo) -> Sequence[SavedRef]:
 @register_saved_rule("index_select")
 def _index_select(op: OpInfo) -> Sequence[SavedRef]:
     return (SavedRef.input(1),) if len(op.input_shapes) > 1 else ()  # the index (a buffer in the zoo)
+
+
+def conv_workspace(op: OpInfo, conv: nn.Module | None, *, weight_grad: bool) -> Workspace:
+    """A CPU (oneDNN) conv2d. Forward writes a blocked-layout output before reordering it to the plain one,
+    and first reorders an input of 8+ channels (depthwise too) to the blocked layout: the larger of the two is
+    live on top of input and output. Backward computes a blocked input gradient from a reordered output
+    gradient (the larger of an input- and an output-sized buffer on top of both gradients); with a weight
+    gradient the input is reordered too (input- plus output-sized)."""
+    in_bytes, out_bytes = 4 * op.input_numel, 4 * op.output_numel
+    reorder_in = in_bytes if getattr(conv, "in_channels", 0) >= 8 else 0
+    backward = in_bytes + out_bytes if weight_grad else max(in_bytes, out_bytes)
+    return Workspace(max(reorder_in, out_bytes), backward)
+
+
+@register_workspace_rule(nn.Flatten, nn.Identity, "add", "flatten", "view", "reshape", "getitem")
+def _pass_through(op: OpInfo) -> Workspace:
+    return Workspace(passes_grad=True)
+
+
+@register_workspace_rule(nn.Conv2d)
+def _conv_workspace(op: OpInfo) -> Workspace:
+    weight = getattr(op.module, "weight", None)
+    return conv_workspace(op, op.module, weight_grad=weight is not None and weight.requires_grad)

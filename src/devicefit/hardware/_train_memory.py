@@ -16,7 +16,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from devicefit.core import ConfigError, UnsupportedOpError, check_choice
 from devicefit.nn import tensor_metas
 
-from ._train_mem_rules import OpInfo, SavedRef, has_module_rule, saved_rule_for
+from ._train_mem_rules import OpInfo, SavedRef, has_module_rule, saved_rule_for, workspace_for
 
 __all__ = ["OPTIMIZER_SLOTS", "LayerTrainMemory", "TrainMemoryReport", "optimizer_slots", "train_memory"]
 
@@ -49,10 +49,14 @@ class TrainMemoryReport:
 
     weight_bytes: every parameter and buffer. gradient_bytes/optimizer_state_bytes: trainable parameters
     only. saved_activation_bytes: distinct storages autograd keeps from forward to backward (the loss's
-    log-probabilities and targets included). working_bytes: the largest pair of activation-gradient
-    buffers (grad of an op's output and of its inputs) live at one backward step. forward_peak_bytes:
-    the most activation memory live at one forward step (saved so far + not yet consumed). Kernel
-    scratch (im2col, layout reorders) is not modelled.
+    log-probabilities and targets included). working_bytes: the most transient memory of one backward
+    op (the gradient of its output and of its inputs, plus its workspace: layout reorders, contiguous
+    copies, unpacked masks). forward_peak_bytes: the most activation memory live at one forward op
+    (saved so far + not yet released + the op's workspace); a tensor handed into a module stays live
+    until that module returns, since the caller's frame holds it (eager PyTorch, not the liveness
+    minimum). backward_peak_bytes: the most live at one backward op, walking the ops in reverse: saved
+    tensors not yet released (autograd frees them once their earliest user's backward ran), gradients
+    of the parameters reached so far, and the op's working memory.
     """
 
     batch_size: int
@@ -63,6 +67,7 @@ class TrainMemoryReport:
     saved_activation_bytes: int
     working_bytes: int
     forward_peak_bytes: int
+    backward_peak_bytes: int
     trainable_params: int
     layers: tuple[LayerTrainMemory, ...] = field(repr=False)
 
@@ -71,11 +76,6 @@ class TrainMemoryReport:
         """What an update scheme is charged against a training-memory budget: saved activations +
         gradients + optimizer state (frozen weights can stay in flash)."""
         return self.saved_activation_bytes + self.gradient_bytes + self.optimizer_state_bytes
-
-    @property
-    def backward_peak_bytes(self) -> int:
-        """Saved activations + gradients + working buffers: an upper bound of backward's peak."""
-        return self.saved_activation_bytes + self.gradient_bytes + self.working_bytes
 
     @property
     def step_bytes(self) -> int:
@@ -146,7 +146,7 @@ def _param_bytes(params: Sequence[torch.Tensor]) -> int:
 
 
 class _Walk:
-    """Requires-grad propagation, storage aliasing and saved-tensor dedupe over the graph, in order."""
+    """Requires-grad propagation, storage aliasing, saved-tensor dedupe and per-op workspaces over the graph."""
 
     def __init__(self, gm: fx.GraphModule, slots: int) -> None:
         self.gm, self.slots = gm, slots
@@ -154,10 +154,17 @@ class _Walk:
         self.requires_grad: dict[fx.Node, bool] = {}
         self.base: dict[fx.Node, fx.Node] = {}  # node → the node owning its storage
         self.is_param: set[fx.Node] = set()
-        self.saved: dict[Any, tuple[int, int]] = {}  # storage key → (step it was saved at, bytes)
+        self.saved: dict[Any, tuple[int, int]] = {}  # storage key → (step it was first saved at, bytes)
         self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
         self.layers: list[LayerTrainMemory] = []
-        self.working_bytes = 0
+        self.fwd_scratch: dict[int, int] = {}  # step → forward workspace bytes
+        # per backward op: step, working bytes, its parameters' gradient bytes, inputs whose gradient it adds
+        self.bwd_steps: list[tuple[int, int, int, tuple[fx.Node, ...]]] = []
+        self.passes_grad: dict[fx.Node, bool] = {}
+
+    @property
+    def working_bytes(self) -> int:
+        return max((w for _, w, _, _ in self.bwd_steps), default=0)
 
     def run(self) -> None:
         for node in self.gm.graph.nodes:
@@ -182,13 +189,43 @@ class _Walk:
         self.base[node] = self.base[args[0]] if entry.alias and args else node
         info = OpInfo(_op_name(node, module), module, tuple(_shape(a) for a in args), _shape(node), in_rg,
                       bool(params))
+        space = workspace_for(module if module is not None else node.target, info)
+        self.fwd_scratch[self.order[node]] = space.forward_bytes
         saved = self._keep(entry.rule(info), node, args) if self.requires_grad[node] else 0
-        if any(in_rg):
-            grads_in = sum(_nbytes(a) for a, rg in zip(args, in_rg, strict=True) if rg)
-            self.working_bytes = max(self.working_bytes, _nbytes(node) + grads_in)
+        if self.requires_grad[node]:
+            grad_args = [a for a, rg in zip(args, in_rg, strict=True) if rg]
+            grads_in = 0 if space.passes_grad else sum(_nbytes(a) for a in grad_args)
+            working = _nbytes(node) + grads_in + space.backward_bytes
+            accumulated = tuple(a for a in grad_args if self._accumulates(a, node))
+            self.bwd_steps.append((self.order[node], working, _param_bytes(params), accumulated))
+        self.passes_grad[node] = space.passes_grad
         n_params = sum(p.numel() for p in params)
         self.layers.append(LayerTrainMemory(node.name, info.name, info.output_shape, saved, _param_bytes(params),
                                             self.slots * _param_bytes(params), n_params))
+
+    def _fan_out(self, node: fx.Node) -> bool:
+        """True when several ops take `node`'s gradient: autograd holds the first to arrive until the next
+        one is added (see `_pending_grad_bytes`), and the sum is a new buffer."""
+        return sum(1 for u in node.users if u.op != "output") > 1
+
+    def _accumulates(self, arg: fx.Node, user: fx.Node) -> bool:
+        """True when `user`'s gradient for `arg` is added to one already made by a later op."""
+        return self._fan_out(arg) and self.order[user] < max(self.order[u] for u in arg.users)
+
+    def _sum_bytes(self, accumulated: tuple[fx.Node, ...]) -> int:
+        """The sums autograd makes as new buffers: the gradient already held was made by an op of its
+        own (a conv's input gradient); one handed on by reference (add's) is added to in place."""
+        return sum(_nbytes(a) for a in accumulated
+                   if not self.passes_grad.get(max(a.users, key=lambda u: self.order[u]), False))
+
+    def _pending_grad_bytes(self, step: int) -> int:
+        """Gradients of fanned-out tensors made by a later op's backward and not yet consumed at `step`."""
+        total = 0
+        for node, i in self.order.items():
+            if (i < step and self.requires_grad.get(node) and self._fan_out(node)
+                    and max(self.order[u] for u in node.users) > step):
+                total += _nbytes(node)
+        return total
 
     def _keep(self, refs: Sequence[SavedRef], node: fx.Node, args: list[fx.Node]) -> int:
         """Bytes of the storages in `refs` not already kept by an earlier op."""
@@ -208,19 +245,47 @@ class _Walk:
                 added += nbytes
         return added
 
-    def forward_peak_bytes(self) -> int:
-        """Peak over forward steps of the storages alive then (made, not yet past their last forward use;
-        the input batch excluded) plus those already saved for backward."""
+    def _scope_ends(self) -> dict[str, int]:
+        """Last step of every module scope (fx's `nn_module_stack`): the caller's frame holds a module's
+        arguments until then."""
+        ends: dict[str, int] = {}
+        for node, i in self.order.items():
+            for scope in node.meta.get("nn_module_stack") or {}:
+                ends[scope] = i
+        return ends
+
+    def _last_forward_use(self) -> dict[fx.Node, int]:
+        ends = self._scope_ends()
         last: dict[fx.Node, int] = {}
         for node, i in self.order.items():
             base = self.base.get(node)
-            if base is not None and base.op not in ("placeholder", "get_attr"):
-                last[base] = max([last.get(base, i), *(self.order[u] for u in node.users)])
+            if base is None or base.op in ("placeholder", "get_attr"):
+                continue
+            own = set(node.meta.get("nn_module_stack") or {})
+            for user in node.users:
+                entered = [ends[s] for s in user.meta.get("nn_module_stack") or {} if s not in own and s in ends]
+                last[base] = max(last.get(base, i), self.order[user], *entered)
+        return last
+
+    def forward_peak_bytes(self) -> int:
+        """Peak over forward steps of the storages alive then (made, not yet released; the input batch
+        excluded), those already saved for backward, and the step's workspace."""
+        last = self._last_forward_use()
         peak = 0
         for step in range(len(self.order)):
             live = {b: _nbytes(b) for b, end in last.items() if self.order[b] <= step <= end}
             live.update({k: nbytes for k, (at, nbytes) in self.saved.items() if at <= step})
-            peak = max(peak, sum(live.values()))
+            peak = max(peak, sum(live.values()) + self.fwd_scratch.get(step, 0))
+        return peak
+
+    def backward_peak_bytes(self) -> int:
+        """Peak over backward ops, in reverse order, of the saved storages not yet released + parameter
+        gradients made so far + the op's working memory (output gradient, input gradients, workspace)."""
+        peak, grads = 0, 0
+        for step, working, grad_bytes, accumulated in sorted(self.bwd_steps, key=lambda s: -s[0]):
+            grads += grad_bytes
+            held = sum(nbytes for at, nbytes in self.saved.values() if at <= step)
+            peak = max(peak, held + grads + working + self._sum_bytes(accumulated) + self._pending_grad_bytes(step))
         return peak
 
     def _loss(self, node: fx.Node) -> None:
@@ -230,7 +295,9 @@ class _Walk:
             return
         shape = _shape(logits)
         nbytes = _nbytes(logits) + 8 * shape[0] + 4  # + the fp32 total-weight scalar
-        self.working_bytes = max(self.working_bytes, 2 * _nbytes(logits))
+        step = len(self.order)
+        self.saved[("loss", 0)] = (step, nbytes)
+        self.bwd_steps.append((step, 2 * _nbytes(logits), 0, ()))
         self.layers.append(LayerTrainMemory(LOSS_NAME, LOSS_NAME, shape, nbytes, 0, 0, 0))
 
 
@@ -277,5 +344,6 @@ def train_memory(model: nn.Module, input_shape: Sequence[int], *, batch_size: in
         gradient_bytes=_param_bytes(trainable), optimizer_state_bytes=slots * _param_bytes(trainable),
         saved_activation_bytes=sum(layer.saved_activation_bytes for layer in walk.layers),
         working_bytes=walk.working_bytes, forward_peak_bytes=walk.forward_peak_bytes(),
+        backward_peak_bytes=walk.backward_peak_bytes(),
         trainable_params=sum(p.numel() for p in trainable),
         layers=tuple(walk.layers))

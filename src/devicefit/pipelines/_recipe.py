@@ -15,7 +15,8 @@ from devicefit.train import TrainConfig
 
 from ._train_job import DataConfig
 
-__all__ = ["CandidateConfig", "CompressConfig", "DeployConfig", "Recipe", "ZooConfig", "load_recipe"]
+__all__ = ["CandidateConfig", "CompressConfig", "DeployConfig", "Recipe", "SearchStageConfig", "ZooConfig",
+           "load_recipe"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,45 @@ class ZooConfig:
             raise ConfigError("zoo.candidates: expected at least one zoo model, got none")
         check_positive("zoo.train_top", self.train_top)
         check_positive("zoo.latency_repeats", self.latency_repeats)
+
+
+@dataclass(frozen=True)
+class SearchStageConfig:
+    """The search stage: a hardware-aware search of `space` (a registered space whose nets are zoo models,
+    e.g. "resnet_cifar") by `method` ("hsconas", "evolution" or "random", with `options`), for the
+    architecture with the best validation accuracy that meets every budget of the recipe.
+
+    A weight-sharing supernet is trained for `supernet_epochs` (uniform single-path sampling, the recipe's
+    `train` settings otherwise); each of the `trials` candidates is scored by the accuracy of its path on
+    the validation split, after re-estimating BatchNorm statistics on `bn_batches` training batches.
+    Memory budgets are screened with the space's analytic int8 cost; each host latency budget with a
+    latency model fitted to `latency_samples` architectures measured on that target at the deployed
+    precision, searched against `latency_margin` × the budget (headroom for measurement noise).
+    `channel_scaling` then widens the winner's stages while the estimates stay within budget (HSCoNAS).
+    The chosen architecture is retrained from scratch with the recipe's `train`, exactly like the zoo
+    models, and the model with the better validation accuracy (search or zoo) goes on to compress.
+    """
+
+    space: str = "resnet_cifar"
+    method: str = "hsconas"
+    options: dict[str, Any] = field(default_factory=lambda: {"init": 12, "stage_trials": 10, "elite": 6,
+                                                             "parents": 6, "min_size": 200})
+    trials: int = 40
+    supernet_epochs: int = 6
+    bn_batches: int = 4
+    latency_samples: int = 16
+    latency_margin: float = 0.85
+    channel_scaling: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("trials", "supernet_epochs", "bn_batches", "latency_samples"):
+            check_positive(f"search.{key}", getattr(self, key))
+        if self.latency_samples < 4:
+            raise ConfigError(f"search.latency_samples must be >= 4 (a 3-term latency model is fitted), "
+                              f"got {self.latency_samples}")
+        if not 0.0 < self.latency_margin <= 1.0:
+            raise ConfigError(f"search.latency_margin must be in (0, 1], got {self.latency_margin!r}")
 
 
 @dataclass(frozen=True)
@@ -87,9 +127,10 @@ class Recipe:
     run_dir: str | None = None
     targets: tuple[str, ...] = ("cortex-m4-256k", "host-ort")
     budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stages: tuple[str, ...] = ("zoo", "compress", "deploy", "verify", "report")
+    stages: tuple[str, ...] = ("zoo", "search", "compress", "deploy", "verify", "report")
     data: DataConfig = field(default_factory=DataConfig)
     zoo: ZooConfig = field(default_factory=ZooConfig)
+    search: SearchStageConfig = field(default_factory=SearchStageConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
@@ -121,6 +162,15 @@ def load_recipe(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     recipe = from_dict(Recipe, raw)
     for name in recipe.stages:
         STAGES.get(name)  # unknown stage → ConfigError listing the known ones
+    if "search" in recipe.stages:
+        from devicefit import search as S
+        from devicefit import space as SP
+
+        space = SP.get_space(recipe.search.space)  # unknown space → ConfigError with the known ones
+        if not hasattr(space, "model_spec") or not hasattr(space, "supernet"):
+            raise ConfigError(f"search.space {recipe.search.space!r} has no zoo-model builder and supernet; "
+                              "the pipeline needs one whose nets the later stages can rebuild, e.g. 'resnet_cifar'")
+        S.SearchConfig(method=recipe.search.method, options=recipe.search.options).strategy(space)
     for t in recipe.targets:
         target = H.get_target(t)  # unknown target → ConfigError with the closest names
         target.with_budgets(**recipe.budgets.get(t, {}))  # bad budget key/value → ConfigError

@@ -15,7 +15,7 @@ from typing import Any
 from devicefit import __version__
 from devicefit.core import ConfigError, DataError, atomic_write_json, read_json, to_dict
 
-from . import _stage_compress, _stage_deploy, _stage_verify, _stage_zoo  # noqa: F401  (registers the stages)
+from . import _stage_compress, _stage_deploy, _stage_search, _stage_verify, _stage_zoo  # noqa: F401  (registers)
 from ._recipe import Recipe
 from ._run_dir import open_run_log
 from ._stages import STAGES, Stage, StageContext, run_stages, stage
@@ -81,6 +81,10 @@ def run_recipe(recipe: Recipe, *, progress: bool = True, echo: Callable[[str], N
         v = records["verify"].metrics
         summary |= {"all_met": v["all_met"], "budgets": v["budgets"], "test_accuracy": v["final"]["test_accuracy"],
                     "final": v["final"]}
+    if "search" in records:
+        m = records["search"].metrics
+        summary["search"] = {"kept": m["selected"], "comparison": m["comparison"],
+                             "searched_spec": m["retrain"]["spec"]}
     if "report" in records:
         summary["report"] = str(out / records["report"].artefacts["html"])
     return summary

@@ -1,6 +1,7 @@
-"""The `compress` stage: post-training int8 quantization of the zoo stage's model to ONNX QDQ (uint8
-activations, per-channel int8 weights: the format that runs fast on x86 ONNX Runtime), with its accuracy
-on the test split and its latency measured side by side with the fp32 model on the first host target.
+"""The `compress` stage: post-training int8 quantization of the selected model (search stage, else zoo
+stage) to ONNX QDQ (uint8 activations, per-channel int8 weights: the format that runs fast on x86 ONNX
+Runtime), with its accuracy on the test split and its latency measured side by side with the fp32 model
+on the first host target.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from devicefit.core import ArchSpec, to_dict
 
 from ._compress_job import CompressJobConfig, run_compress_job
 from ._recipe import recipe_targets
+from ._stage_search import selected
 from ._stages import Stage, StageContext, stage
 
 __all__ = ["CompressStage"]
@@ -20,7 +22,7 @@ __all__ = ["CompressStage"]
 @stage
 class CompressStage(Stage):
     name = "compress"
-    reads = ("zoo",)
+    reads = ("zoo", "search")
 
     def config(self, recipe: Any) -> dict[str, Any]:
         return {"compress": to_dict(recipe.compress), "targets": list(recipe.targets),
@@ -30,9 +32,9 @@ class CompressStage(Stage):
         c = ctx.recipe.compress
         if c.quantize == "none":
             return {"onnx": None}, {}
-        zoo = ctx.records["zoo"].metrics
+        chosen = selected(ctx.records)
         hosts = [t for t in recipe_targets(ctx.recipe) if t.kind == "host" and t.runtime == "onnxruntime"]
-        cfg = CompressJobConfig(source=str(ctx.run_dir / zoo["selected_run_dir"]), method="quantize",
+        cfg = CompressJobConfig(source=str(ctx.run_dir / chosen["selected_run_dir"]), method="quantize",
                                 run_dir="pending", n_calibration=c.calibration_samples,
                                 target=hosts[0].name if hosts else "host-ort")
         # one folder per job config: a new source model gets a new folder, a rerun finds its own

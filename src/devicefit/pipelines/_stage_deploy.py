@@ -1,4 +1,4 @@
-"""The `deploy` stage: for every microcontroller target of the recipe, convert the zoo stage's model to
+"""The `deploy` stage: for every microcontroller target of the recipe, convert the selected model to
 int8, generate the C project, link it against the target's flash and SRAM budgets and verify it
 bit-exact against the integer reference on the host (ASan+UBSan) and, when asked, under QEMU.
 """
@@ -11,6 +11,7 @@ from devicefit.core import to_dict
 
 from ._deploy_job import DeployJobConfig, run_deploy_job
 from ._recipe import recipe_targets
+from ._stage_search import selected
 from ._stages import Stage, StageContext, stage
 
 __all__ = ["DeployStage"]
@@ -19,7 +20,7 @@ __all__ = ["DeployStage"]
 @stage
 class DeployStage(Stage):
     name = "deploy"
-    reads = ("zoo",)
+    reads = ("zoo", "search")
 
     def config(self, recipe: Any) -> dict[str, Any]:
         return {"deploy": to_dict(recipe.deploy), "targets": list(recipe.targets), "budgets": recipe.budgets,
@@ -27,8 +28,7 @@ class DeployStage(Stage):
 
     def run(self, ctx: StageContext) -> tuple[dict[str, Any], dict[str, str]]:
         d = ctx.recipe.deploy
-        zoo = ctx.records["zoo"].metrics
-        source = ctx.run_dir / zoo["selected_run_dir"]
+        source = ctx.run_dir / selected(ctx.records)["selected_run_dir"]
         mcu: dict[str, Any] = {}
         artefacts: dict[str, str] = {}
         for t in recipe_targets(ctx.recipe):

@@ -13,6 +13,14 @@ from typing import Any
 
 from devicefit.core import ConfigError, atomic_write_text, read_json
 
+from ._run_report_layers import plot_arena, plot_layer_latency
+from ._run_report_search import (
+    CONSTRAINT_HEADER,
+    SEARCH_HEADER,
+    constraint_rows,
+    plot_search,
+    search_rows,
+)
 from ._tables import format_bytes
 
 __all__ = ["load_run", "render_run_report", "write_run_report"]
@@ -242,13 +250,22 @@ def render_run_report(run: dict[str, Any]) -> tuple[str, str]:
     """(html, markdown) for a loaded run."""
     name = run["recipe"].get("name", "run")
     plots = [(t, p) for t, p in (("Accuracy vs measured latency", plot_accuracy_latency(run)),
+                                 ("Architecture search", plot_search(run, _png)),
                                  ("Microcontroller memory vs budget", plot_memory(run)),
+                                 ("Microcontroller memory map (arena plan)", plot_arena(run, _png)),
+                                 ("Per-layer latency of the final model", plot_layer_latency(run, _png)),
                                  ("Training", plot_training(run))) if p]
     parts = [f"<h1>devicefit report: {html.escape(name)}</h1>"]
     parts += [f"<p>{html.escape(s)}</p>" for s in summary_lines(run)]
     parts += ["<h2>Budgets</h2>", _html_table(VERDICT_HEADER, verdict_rows(run))]
     for title, png in plots:
         parts += [f"<h2>{title}</h2>", f'<img alt="{html.escape(title)}" src="data:image/png;base64,{png}">']
+    if search_rows(run):
+        parts += ["<h2>Searched vs zoo model</h2>", _html_table(SEARCH_HEADER, search_rows(run)),
+                  "<p>Both trained from scratch with the same recipe; the model with the better validation accuracy "
+                  "goes on to compression and deployment.</p>",
+                  "<h3>How the search estimated each budget</h3>", _html_table(CONSTRAINT_HEADER,
+                                                                            constraint_rows(run, _fmt))]
     if compress_rows(run):
         parts += ["<h2>Compression</h2>", _html_table(COMPRESS_HEADER, compress_rows(run))]
     if deploy_rows(run):
@@ -263,6 +280,9 @@ def render_run_report(run: dict[str, Any]) -> tuple[str, str]:
             f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
     md = [f"# devicefit report: {name}", "", *summary_lines(run), "", "## Budgets", "",
           _md_table(VERDICT_HEADER, verdict_rows(run)),
+          *(["## Searched vs zoo model", "", _md_table(SEARCH_HEADER, search_rows(run)), "### How the search "
+             "estimated each budget", "", _md_table(CONSTRAINT_HEADER, constraint_rows(run, _fmt))]
+            if search_rows(run) else []),
           *(["## Compression", "", _md_table(COMPRESS_HEADER, compress_rows(run))] if compress_rows(run) else []),
           *(["## Microcontroller deployment", "", _md_table(DEPLOY_HEADER, deploy_rows(run))] if deploy_rows(run)
             else []),

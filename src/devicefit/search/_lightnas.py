@@ -2,14 +2,31 @@
 
 Per layer, architecture logits α; each step samples a hard Gumbel-softmax one-hot h (straight-through) at
 temperature τ (decayed exponentially), runs that single path of the supernet, and minimises
-    L = CE + λ · (LAT(α) / T − 1)                                                      (LightNAS eq. 6)
+    L = CE + λ_eff · (LAT(α) / T − 1),   λ_eff = λ + κ · (LAT(α) / T − 1)              (LightNAS eq. 6)
 over α, then raises λ by gradient ascent, λ ← λ + η · (LAT(α) / T − 1) (eq. 7), so no trade-off coefficient
 needs tuning: λ grows while the cost exceeds T and turns negative (spend more) while it is below.
-LAT(α) is `cost(softmax(α))` (`cost_mode="expected"`, the default: for a per-layer table this is exactly the
-expected cost of the sampled path, with a gradient that never saturates) or `cost(h)` of the sampled path
-(`cost_mode="sampled"`, straight-through; its gradient vanishes once the relaxed sample is nearly one-hot). Supernet
-weights are trained by CE on the sampled path; the first `warmup_epochs` train weights only (uniform paths).
-LAT is injected (any differentiable function of the one-hot matrix); `LinearCost` is a per-layer lookup table.
+Three departures from the paper's defaults, each chosen by measurement (tests/test_search_lightnas.py space,
+5 targets, 56 architecture steps; benchmarks/nas_lightnas.py on `mbconv`):
+- κ = `damping` (default 30) is the damping term of Platt & Barr's modified differential method of
+  multipliers (the gradient of (κ/2)·(LAT/T − 1)²). Plain ascent on λ against Adam on α is an undamped
+  oscillator: λ winds up while the cost approaches T and carries it ±25 % past T (periods of ~80 steps).
+  Adam follows the sign of the gradient, so κ must exceed |λ| / |LAT/T − 1| to turn α before the crossing:
+  κ = 1 or 4 changed nothing measurable, κ = 30 with η = 0.1 kept the cost within a few % of T.
+- LAT is evaluated on the argmax architecture with the softmax's gradient (`cost_mode="argmax"`, straight-
+  through): on the expected cost (`"expected"`, cost(softmax(α))) the controller can settle with LAT(α) = T
+  while the argmax architecture, with several layers at split probabilities, is 40–80 % off. With the argmax
+  mode the searched architecture itself was within 5 % of T for 4 of 5 targets (paper rule: 0 of 5).
+  `"sampled"` evaluates the Gumbel sample (noisiest).
+- A final **repair** closes the remaining gap (`repair=True`, the default): while the argmax architecture's
+  cost is off by more than `tolerance` · T, swap the one layer op that brings the cost strictly closer to T at
+  the smallest loss of logit (α[layer, chosen] − α[layer, new]): a greedy walk down α's ranking, which ends
+  within tolerance or where no single swap gets closer. Every swap is recorded (`repairs_`); the search's own
+  argmax architecture stays available (`search_spec_`, `search_cost_`).
+`lambda_min` can clamp λ (e.g. ≥ 0, "spend no more than T"); it was not needed to land. Supernet weights are
+trained by CE on the sampled path; the first `warmup_epochs` train weights only (uniform paths). LAT is
+injected (any differentiable function of the (layers, ops) matrix); `LinearCost` is a per-layer table (MACs,
+parameters: `devicefit.space._mbconv_cost.mbconv_cost_table`, or a latency lookup). `lambda_lr=0, damping=0,
+repair=False` is the fixed-coefficient baseline (FBNet / ProxylessNAS: CE + β·LAT/T with β = `lambda_init`).
 """
 
 from __future__ import annotations
@@ -24,11 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from devicefit.core import ArchSpec, ConfigError, NotFittedError, check_positive
+from devicefit.core import ArchSpec, ConfigError, NotFittedError, check_choice, check_positive, check_range
 
 __all__ = ["LightNAS", "LightNASConfig", "LinearCost"]
 
 Batches = Iterable[tuple[Tensor, Tensor]]
+COST_MODES = ("argmax", "expected", "sampled")
 
 
 class LinearCost:
@@ -46,8 +64,13 @@ class LinearCost:
 @dataclass(frozen=True)
 class LightNASConfig:
     """`target` T in the cost model's unit; `epochs` in total, the first `warmup_epochs` weight-only; τ decays
-    from `tau_start` to `tau_end`; α by Adam at `arch_lr`; λ by ascent at `lambda_lr` (η), from `lambda_init`;
-    weights by SGD (momentum 0.9) at `weight_lr`; `cost_mode` "expected" or "sampled" (see the module)."""
+    from `tau_start` to `tau_end`; α by Adam at `arch_lr`; λ by ascent at `lambda_lr` (η ≥ 0; 0 keeps λ fixed)
+    from `lambda_init`; `damping` κ ≥ 0 adds κ·(LAT/T − 1) to λ in the loss (see the module); `lambda_min`
+    clamps λ from below after each ascent step (None: unclamped, the paper's rule); weights by SGD (momentum
+    0.9) at `weight_lr`; `cost_mode` one of COST_MODES ("argmax", "expected", "sampled": the matrix LAT is
+    evaluated on, see the module); `repair` runs the final greedy repair until the argmax cost is within
+    `tolerance` (a fraction of T, in (0, 1)) of T. `lambda_lr=0, damping=0, repair=False` with
+    `lambda_init=β` is the fixed-coefficient (FBNet / ProxylessNAS) baseline."""
 
     target: float
     epochs: int = 10
@@ -55,19 +78,35 @@ class LightNASConfig:
     tau_start: float = 5.0
     tau_end: float = 0.2
     arch_lr: float = 3e-2
-    lambda_lr: float = 0.5
+    lambda_lr: float = 0.1
     lambda_init: float = 0.0
+    damping: float = 30.0
+    lambda_min: float | None = None
     weight_lr: float = 0.05
-    cost_mode: str = "expected"
+    cost_mode: str = "argmax"
+    repair: bool = True
+    tolerance: float = 0.05
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_positive("target", self.target)
-        for name in ("tau_start", "tau_end", "arch_lr", "lambda_lr", "weight_lr"):
+        for name in ("tau_start", "tau_end", "arch_lr", "weight_lr"):
             check_positive(name, getattr(self, name))
-        if self.cost_mode not in ("expected", "sampled"):
-            raise ConfigError(f"cost_mode must be 'expected' or 'sampled', got {self.cost_mode!r}")
-        if not isinstance(self.epochs, int) or not 0 <= self.warmup_epochs < self.epochs:
+        for name in ("lambda_lr", "damping"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+        check_range("tolerance", self.tolerance, 0.0, 1.0)
+        if not isinstance(self.lambda_init, int | float) or isinstance(self.lambda_init, bool):
+            raise ConfigError(f"lambda_init must be a number, got {self.lambda_init!r}")
+        if self.lambda_min is not None and not (isinstance(self.lambda_min, int | float)
+                                                and self.lambda_min <= self.lambda_init):
+            raise ConfigError(f"lambda_min must be None or a number <= lambda_init ({self.lambda_init}), "
+                              f"got {self.lambda_min!r}")
+        check_choice("cost_mode", self.cost_mode, COST_MODES)
+        if not isinstance(self.repair, bool):
+            raise ConfigError(f"repair must be a bool, got {self.repair!r}")
+        if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
+            raise ConfigError(f"epochs must be an int >= 1, got {self.epochs!r}")
+        if not isinstance(self.warmup_epochs, int) or not 0 <= self.warmup_epochs < self.epochs:
             raise ConfigError(f"warmup_epochs must be in 0..epochs-1 ({self.epochs}), got {self.warmup_epochs}")
 
 
@@ -75,10 +114,14 @@ class LightNAS:
     """Estimator: `LightNAS(supernet, cost, config)` stores; `fit(train_batches, val_batches)` searches and
     returns self. The supernet must offer `forward_weighted(x, weights)`, `space` (with `layer_stage()`),
     `active_` (the widths used) and `train()`; `cost(h)` maps the (layers, ops) one-hot to a scalar tensor.
+    The result `spec_` is within `tolerance` of T whenever single-op swaps along α's ranking can reach it;
+    otherwise it is the closest architecture the greedy repair reached (check `cost_` against the target).
 
-    Learned: `alpha_` (layers, ops) logits, `lambda_`, `spec_` (argmax architecture at the active widths),
-    `cost_` (its cost by the model) and `history_` (one dict per architecture step: step, epoch, tau, cost,
-    lambda_before, lambda_after).
+    Learned: `alpha_` (layers, ops) logits, `lambda_`, `search_spec_` / `search_cost_` (argmax architecture
+    at the active widths and its cost, before repair), `spec_` / `cost_` (after repair: the result),
+    `repairs_` (one dict per swap: layer, from, to, logit_drop, cost_before, cost_after) and `history_` (one
+    dict per architecture step: step, epoch, tau, cost (LAT as evaluated in that step's loss), cost_argmax
+    (the argmax architecture's cost after the step), lambda_before, lambda_eff, lambda_after).
     """
 
     def __init__(self, supernet: Any, cost: Callable[[Tensor], Tensor], config: LightNASConfig) -> None:
@@ -94,7 +137,7 @@ class LightNAS:
         alpha = torch.zeros(mask.shape, requires_grad=True)
         a_opt = torch.optim.Adam([alpha], lr=cfg.arch_lr)
         w_opt = torch.optim.SGD(net.parameters(), lr=cfg.weight_lr, momentum=0.9)
-        lam, history = cfg.lambda_init, []
+        lam, history = float(cfg.lambda_init), []
         for epoch in range(cfg.epochs):
             tau = self._tau(epoch)
             search = epoch >= cfg.warmup_epochs
@@ -105,27 +148,35 @@ class LightNAS:
         self.alpha_ = alpha.detach()
         self.lambda_ = lam
         self.history_ = history
-        self.spec_ = self._argmax_spec(ops)
-        self.cost_ = float(self.cost(_onehot(self.alpha_.masked_fill(~mask, -math.inf).argmax(1), len(ops))))
+        idx = self._argmax(mask)
+        self.search_spec_, self.search_cost_ = self._spec(ops, idx), self._cost_of(idx, len(ops))
+        self.repairs_ = self._repair(idx, mask, ops) if cfg.repair else []
+        self.spec_, self.cost_ = self._spec(ops, idx), self._cost_of(idx, len(ops))
         return self
 
     # -- steps --------------------------------------------------------------------------------------
 
     def _arch_step(self, alpha: Tensor, opt: torch.optim.Optimizer, mask: Tensor, tau: float, lam: float,
                    x: Tensor, y: Tensor, gen: torch.Generator, history: list[dict[str, float]], epoch: int) -> float:
-        T = self.config.target
+        cfg = self.config
         h = _gumbel_hard(alpha, mask, tau, gen)  # (layers, ops), straight-through
         self.supernet.train()
-        probs = alpha.masked_fill(~mask, -math.inf).softmax(dim=1)
-        cost = self.cost(probs if self.config.cost_mode == "expected" else h)  # scalar, differentiable in α
-        loss = F.cross_entropy(self.supernet.forward_weighted(x, h), y) + lam * (cost / T - 1.0)
+        masked = alpha.masked_fill(~mask, -math.inf)
+        cost = self.cost(_relaxed(masked, h, cfg.cost_mode))  # scalar, differentiable in α
+        excess = float(cost.detach()) / cfg.target - 1.0  # LAT/T − 1
+        lam_eff = lam + cfg.damping * excess  # MDMM damping: gradient of (κ/2)·excess² added to λ·excess
+        loss = F.cross_entropy(self.supernet.forward_weighted(x, h), y) + lam_eff * (cost / cfg.target - 1.0)
         opt.zero_grad()
         self.supernet.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        new = lam + self.config.lambda_lr * (float(cost.detach()) / T - 1.0)  # LightNAS eq. 7
+        new = lam + cfg.lambda_lr * excess  # LightNAS eq. 7
+        if cfg.lambda_min is not None:
+            new = max(new, cfg.lambda_min)
+        argmax_cost = self._cost_of(masked.detach().argmax(1), alpha.shape[1])
         history.append({"step": len(history), "epoch": epoch, "tau": tau, "cost": float(cost.detach()),
-                        "lambda_before": lam, "lambda_after": new})
+                        "cost_argmax": argmax_cost, "lambda_before": lam, "lambda_eff": lam_eff,
+                        "lambda_after": new})
         return new
 
     def _weight_step(self, alpha: Tensor, mask: Tensor, tau: float, x: Tensor, y: Tensor,
@@ -136,6 +187,39 @@ class LightNAS:
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+    # -- repair -------------------------------------------------------------------------------------
+
+    def _repair(self, idx: Tensor, mask: Tensor, ops: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Greedy repair of `idx` in place (see the module); returns the swaps made."""
+        T, tol, n = self.config.target, self.config.tolerance, len(ops)
+        cur, swaps = self._cost_of(idx, n), []
+        while abs(cur / T - 1.0) > tol:
+            move = self._best_swap(idx, mask, cur)
+            if move is None:
+                break
+            layer, op, new_cost = move
+            swaps.append({"layer": layer, "from": ops[int(idx[layer])], "to": ops[op],
+                          "logit_drop": float(self.alpha_[layer, idx[layer]] - self.alpha_[layer, op]),
+                          "cost_before": cur, "cost_after": new_cost})
+            idx[layer], cur = op, new_cost
+        return swaps
+
+    def _best_swap(self, idx: Tensor, mask: Tensor, cur: float) -> tuple[int, int, float] | None:
+        """(layer, op, new cost) of the single swap that gets strictly closer to T at the least logit drop."""
+        T, best, key = self.config.target, None, (math.inf, math.inf)
+        n_layers, n_ops = mask.shape
+        for layer in range(n_layers):
+            for op in range(n_ops):
+                if op == int(idx[layer]) or not bool(mask[layer, op]):
+                    continue
+                trial = idx.clone()
+                trial[layer] = op
+                c = self._cost_of(trial, n_ops)
+                k = (float(self.alpha_[layer, idx[layer]] - self.alpha_[layer, op]), abs(c - T))
+                if abs(c - T) < abs(cur - T) and k < key:
+                    best, key = (layer, op, c), k
+        return best
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -162,18 +246,25 @@ class LightNAS:
         t = min(max(epoch - cfg.warmup_epochs, 0) / span, 1.0)
         return cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** t
 
-    def _argmax_spec(self, ops: tuple[str, ...]) -> ArchSpec:
-        mask = self._mask(len(ops))
-        idx = self.alpha_.masked_fill(~mask, -math.inf).argmax(1)
+    def _argmax(self, mask: Tensor) -> Tensor:
+        return self.alpha_.masked_fill(~mask, -math.inf).argmax(1)
+
+    def _cost_of(self, idx: Tensor, n_ops: int) -> float:
+        with torch.no_grad():
+            return float(self.cost(_onehot(idx, n_ops)))
+
+    def _spec(self, ops: tuple[str, ...], idx: Tensor) -> ArchSpec:
         base = self.supernet.active_
         return base.replace(ops=tuple(ops[int(i)] for i in idx))  # type: ignore[no-any-return]
 
     def result(self) -> dict[str, Any]:
-        """JSON-ready summary: the chosen spec, its cost, target, final λ and the step history."""
+        """JSON-ready summary: the chosen spec and its cost, the search's argmax spec and cost before repair,
+        the repairs, target, final λ and the step history."""
         if not hasattr(self, "spec_"):
             raise NotFittedError("LightNAS is not fitted; call fit(train_batches, val_batches) first")
         return {"spec": self.spec_.to_dict(), "cost": self.cost_, "target": self.config.target,
-                "lambda": self.lambda_, "history": self.history_}
+                "search_spec": self.search_spec_.to_dict(), "search_cost": self.search_cost_,
+                "repairs": self.repairs_, "lambda": self.lambda_, "history": self.history_}
 
 
 def _gumbel_hard(alpha: Tensor, mask: Tensor, tau: float, gen: torch.Generator) -> Tensor:
@@ -183,6 +274,17 @@ def _gumbel_hard(alpha: Tensor, mask: Tensor, tau: float, gen: torch.Generator) 
     soft = logits.softmax(dim=1)
     hard = _onehot(soft.argmax(1), alpha.shape[1])
     return hard - soft.detach() + soft
+
+
+def _relaxed(masked: Tensor, sample: Tensor, mode: str) -> Tensor:
+    """The (layers, ops) matrix LAT is evaluated on: softmax(α), the sampled path, or argmax(α) with the
+    softmax's gradient (straight-through)."""
+    probs = masked.softmax(dim=1)
+    if mode == "expected":
+        return probs
+    if mode == "sampled":
+        return sample
+    return _onehot(masked.detach().argmax(1), masked.shape[1]) - probs.detach() + probs
 
 
 def _onehot(idx: Tensor, n: int) -> Tensor:

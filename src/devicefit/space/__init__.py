@@ -5,15 +5,19 @@ from ._base import MAX_ENUMERATE, SPACES, CellSpace, Space, get_space, list_spac
 from ._fbnet import FBNET_STAGES, FBNetBlock, FBNetNetwork, FBNetSpace, build_fbnet, layer_shapes
 from ._mbconv import MBCONV_OPS, WIDTH_CHOICES, MBConvNet, MBConvSpace, MBConvStage, op_params
 from ._nb201 import EDGES, NB201Cell, NB201Network, NB201Space, arch_str, build_nb201, live_edges, prune_dead
+from ._resnet import DEPTH_CHOICES, RESNET_WIDTHS, ResNetSpace, resnet_cost
+from ._resnet_supernet import ResNetSupernet
 from ._supernet import ElasticConvBN, MBConvSupernet
 from ._tabular import ACCURACY_DATASETS, TabularSpace
 
 __all__ = [
     "ACCURACY_DATASETS",
+    "DEPTH_CHOICES",
     "EDGES",
     "FBNET_STAGES",
     "MAX_ENUMERATE",
     "MBCONV_OPS",
+    "RESNET_WIDTHS",
     "SPACES",
     "WIDTH_CHOICES",
     "CellSpace",
@@ -28,6 +32,8 @@ __all__ = [
     "NB201Cell",
     "NB201Network",
     "NB201Space",
+    "ResNetSpace",
+    "ResNetSupernet",
     "Space",
     "TabularSpace",
     "arch_str",
@@ -40,4 +46,5 @@ __all__ = [
     "op_params",
     "prune_dead",
     "register_space",
+    "resnet_cost",
 ]

@@ -148,6 +148,12 @@ class MBConvSpace(Space):
         """`MBConvNet` for `spec`: kwargs `num_classes` (10), `input_shape` (the space's)."""
         return MBConvNet(self, self.validate(spec), **kwargs)
 
+    def supernet(self, *, num_classes: int = 10, input_shape: Sequence[int] | None = None) -> nn.Module:
+        """The weight-sharing `MBConvSupernet` of this space."""
+        from ._supernet import MBConvSupernet  # the supernet module imports this one
+
+        return MBConvSupernet(self, num_classes=num_classes, input_shape=input_shape)
+
     def smallest(self) -> ArchSpec:
         """The architecture with every skippable layer skipped, the others k3_e3, every width the smallest."""
         ops = tuple("k3_e3" if first else "skip" for _, first in self.layer_stage())

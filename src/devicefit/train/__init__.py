@@ -1,11 +1,13 @@
 """train stage: a seeded, deterministic, checkpointed and resumable training loop, and evaluation."""
 
+from ._bn import recalibrate_bn_
 from ._checkpoint import load_checkpoint, load_weights, save_weights
 from ._config import OPTIMIZERS, SCHEDULES, TrainConfig
+from ._distributed import TorchDistributed, fit_supernet, state_digest
 from ._evaluate import evaluate, predict_logits
-from ._loop import CHECKPOINT_NAME, MODEL_NAME, fit
+from ._loop import CHECKPOINT_NAME, MODEL_NAME, DataParallel, fit
 from ._ondevice_adapt import AdaptResult, adapt, check_adaptation_data, modelled_memory
-from ._ondevice_measure import RSS_METHOD, measure_step_rss, saved_activation_bytes
+from ._ondevice_measure import RSS_METHOD, measure_step_rss, saved_activation_bytes, step_allocator_peak_bytes
 from ._ondevice_ops import FoldedBN, FrozenConv2d, FrozenStatsBN, MaskReLU, SparseConv2d, pack_bits, unpack_bits
 from ._ondevice_schemes import (
     SCHEMES,
@@ -33,6 +35,7 @@ __all__ = [
     "AdaptResult",
     "BudgetedSelector",
     "Candidate",
+    "DataParallel",
     "EpochStats",
     "FoldedBN",
     "FrozenConv2d",
@@ -43,6 +46,7 @@ __all__ = [
     "ResizeTo",
     "SchemeConfig",
     "SparseConv2d",
+    "TorchDistributed",
     "TrainConfig",
     "TrainResult",
     "UpdatePlan",
@@ -54,6 +58,7 @@ __all__ = [
     "check_adaptation_data",
     "evaluate",
     "fit",
+    "fit_supernet",
     "load_checkpoint",
     "load_weights",
     "lr_factor",
@@ -63,10 +68,13 @@ __all__ = [
     "plan_updates",
     "predict_logits",
     "prepare",
+    "recalibrate_bn_",
     "register_scheme",
     "restore",
     "save_weights",
     "saved_activation_bytes",
+    "state_digest",
+    "step_allocator_peak_bytes",
     "unpack_bits",
     "weight_layers",
 ]

@@ -12,9 +12,9 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from ._evaluate import _check_logits, evaluate
 from ._optim import build_optimizer, build_scheduler
 from ._result import EpochStats, TrainResult
 
-__all__ = ["CHECKPOINT_NAME", "MODEL_NAME", "RECORD_STAGE", "fit"]
+__all__ = ["CHECKPOINT_NAME", "MODEL_NAME", "RECORD_STAGE", "DataParallel", "fit"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
@@ -49,12 +49,37 @@ RECORD_STAGE = "train"
 
 Log = logging.Logger | Callable[[str], None]
 OnBatch = Callable[[int, int, float], None]
+BeforeBatch = Callable[[int, int], None]
+
+
+class DataParallel(Protocol):
+    """How `fit` trains as one of `world_size` processes on shards of every batch (see
+    `devicefit.train.fit_supernet`). Every process iterates the same seeded loader; `shard` keeps its part.
+
+    is_writer: only this process writes the checkpoint and outputs. `shard(x, y)` returns this process's
+    non-empty part of the batch. `sync_grads(model, share)` turns each process's gradients of its mean
+    loss into the gradients of the whole batch's mean loss (`share`: this shard's fraction of the batch).
+    `sync_buffers(model)` makes buffers (BatchNorm statistics) equal across processes (end of an epoch).
+    `sum(values)` returns the element-wise sums over processes.
+    """
+
+    world_size: int
+    is_writer: bool
+
+    def shard(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def sync_grads(self, model: nn.Module, share: float) -> None: ...
+
+    def sync_buffers(self, model: nn.Module) -> None: ...
+
+    def sum(self, values: Sequence[float]) -> list[float]: ...
 
 
 def fit(model: nn.Module, train_ds: ArrayDataset, cfg: TrainConfig, *, val_ds: ArrayDataset | None = None,
         run_dir: str | os.PathLike[str] | None = None, teacher: nn.Module | None = None,
         augment_default: str = "none", progress: bool = True, log: Log | None = None,
-        on_batch: OnBatch | None = None) -> TrainResult:
+        on_batch: OnBatch | None = None, before_batch: BeforeBatch | None = None,
+        parallel: DataParallel | None = None, fingerprint_extra: Mapping[str, Any] | None = None) -> TrainResult:
     """Train `model` in place on `train_ds` with `cfg`; return the per-epoch history.
 
     Seeds torch, numpy and Python `random` with `cfg.seed` (global state), shuffles and
@@ -71,27 +96,36 @@ def fit(model: nn.Module, train_ds: ArrayDataset, cfg: TrainConfig, *, val_ds: A
     An interrupt (KeyboardInterrupt) leaves the last checkpoint intact.
 
     `log` (a `logging.Logger` or a `str` callable) gets one line per epoch; `on_batch(epoch,
-    batch_index, loss)` is called after every step (epoch from 1, batch index from 0).
+    batch_index, loss)` is called after every step (epoch from 1, batch index from 0) and
+    `before_batch(epoch, batch_index)` before it (e.g. to pick a supernet's path).
     `progress` shows a rich progress bar when stderr is a terminal. On return `model` is in
     eval mode.
+
+    With `parallel` (a `DataParallel`), this call is one of `parallel.world_size` processes that
+    train together: each steps on its shard of every batch with gradients combined across processes,
+    epoch statistics are over the whole data, and only the writer writes files. `fingerprint_extra`
+    (JSON-ready) joins the checkpoint's fingerprint, so a resume must match it too.
     """
     augment = _resolve_augment(cfg, augment_default)
     _check_datasets(train_ds, val_ds)
     if teacher is not None:
         teacher.eval()
-    fingerprint = _fingerprint(cfg, augment, train_ds, val_ds, teacher)
+    fingerprint = {**_fingerprint(cfg, augment, train_ds, val_ds, teacher), **(fingerprint_extra or {})}
     ckpt_path = Path(run_dir) / CHECKPOINT_NAME if run_dir is not None else None
+    writer = parallel is None or parallel.is_writer
     with _torch_settings(cfg):
-        run = _Run(model, train_ds, cfg, augment, teacher)
+        run = _Run(model, train_ds, cfg, augment, teacher, parallel)
         if ckpt_path is not None and ckpt_path.exists():
             run.restore(load_checkpoint(ckpt_path), fingerprint, str(ckpt_path))
         else:
             _seed_everything(cfg.seed)
         if run.epoch < cfg.epochs:
-            _train(run, val_ds, ckpt_path, fingerprint, progress=progress, log=log, on_batch=on_batch)
+            _train(run, val_ds, ckpt_path if writer else None, fingerprint, progress=progress, log=log,
+                   on_batch=on_batch, before_batch=before_batch)
     model.eval()
     result = TrainResult(tuple(run.history), sum(h.seconds for h in run.history), run.resumed_from_epoch)
-    if run_dir is not None and (result.resumed_from_epoch < cfg.epochs or not _outputs_exist(Path(run_dir))):
+    if writer and run_dir is not None and (result.resumed_from_epoch < cfg.epochs
+                                           or not _outputs_exist(Path(run_dir))):
         _write_outputs(Path(run_dir), model, cfg, result)
     return result
 
@@ -100,12 +134,12 @@ class _Run:
     """The mutable state of one run: model, loader, optimizer, schedule and history."""
 
     def __init__(self, model: nn.Module, train_ds: ArrayDataset, cfg: TrainConfig, augment: str,
-                 teacher: nn.Module | None) -> None:
-        self.model, self.cfg, self.teacher = model, cfg, teacher
-        n = len(train_ds)
-        # A last batch of one example would break BatchNorm in train mode: drop it.
+                 teacher: nn.Module | None, parallel: DataParallel | None = None) -> None:
+        self.model, self.cfg, self.teacher, self.parallel = model, cfg, teacher, parallel
+        n, world = len(train_ds), 1 if parallel is None else parallel.world_size
+        # A last batch (or shard) of one example would break BatchNorm in train mode: drop it.
         self.loader = BatchLoader(train_ds, cfg.batch_size, shuffle=True, augment=augment, seed=cfg.seed,
-                                  drop_last=n > 1 and n % cfg.batch_size == 1)
+                                  drop_last=n > 1 and 0 < n % cfg.batch_size < 2 * world)
         self.optimizer = build_optimizer(model, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg, len(self.loader))
         self.history: list[EpochStats] = []
@@ -146,27 +180,33 @@ class _Run:
         return distillation_loss(logits, teacher_logits, y, alpha=cfg.distill_alpha,
                                  temperature=cfg.distill_temperature, label_smoothing=cfg.label_smoothing)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
-        """One optimisation step; returns (summed loss, correct predictions) of the batch."""
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
+        """One optimisation step; returns (summed loss, correct predictions, examples) of this process's
+        batch."""
+        n_batch = len(y)
+        if self.parallel is not None:
+            x, y = self.parallel.shard(x, y)
         logits = self.model(x)
         _check_logits(logits, self.loader.ds.num_classes)
         loss = self.loss(logits, x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.parallel is not None:
+            self.parallel.sync_grads(self.model, len(y) / n_batch)
         self.optimizer.step()
         self.scheduler.step()
-        return loss.item() * len(y), int((logits.argmax(dim=1) == y).sum().item())
+        return loss.item() * len(y), int((logits.argmax(dim=1) == y).sum().item()), len(y)
 
     def current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
 
 def _train(run: _Run, val_ds: ArrayDataset | None, ckpt_path: Path | None, fingerprint: dict[str, Any], *,
-           progress: bool, log: Log | None, on_batch: OnBatch | None) -> None:
+           progress: bool, log: Log | None, on_batch: OnBatch | None, before_batch: BeforeBatch | None) -> None:
     cfg = run.cfg
     with _progress_bar(progress) as bar:
         for epoch in range(run.epoch + 1, cfg.epochs + 1):
-            stats = _run_epoch(run, epoch, val_ds, bar, on_batch)
+            stats = _run_epoch(run, epoch, val_ds, bar, on_batch, before_batch)
             run.history.append(stats)
             _emit(log, _format_epoch(stats, cfg.epochs))
             if ckpt_path is not None and (epoch % cfg.checkpoint_every_epochs == 0 or epoch == cfg.epochs):
@@ -174,20 +214,26 @@ def _train(run: _Run, val_ds: ArrayDataset | None, ckpt_path: Path | None, finge
 
 
 def _run_epoch(run: _Run, epoch: int, val_ds: ArrayDataset | None, bar: Progress,
-               on_batch: OnBatch | None) -> EpochStats:
+               on_batch: OnBatch | None, before_batch: BeforeBatch | None) -> EpochStats:
     """Train one epoch, then validate; raise `ConfigError` if the loss is not finite."""
     start = time.perf_counter()
     loss_sum, correct, n, lr = 0.0, 0, 0, run.current_lr()
     task = bar.add_task(f"epoch {epoch}/{run.cfg.epochs}", total=len(run.loader), status="")
     run.model.train()
     for i, (x, y) in enumerate(run.loader):
+        if before_batch is not None:
+            before_batch(epoch, i)
         lr = run.current_lr()
-        batch_loss, batch_correct = run.step(x.to(run.device), y.to(run.device))
-        loss_sum, correct, n = loss_sum + batch_loss, correct + batch_correct, n + len(y)
+        batch_loss, batch_correct, batch_n = run.step(x.to(run.device), y.to(run.device))
+        loss_sum, correct, n = loss_sum + batch_loss, correct + batch_correct, n + batch_n
         bar.update(task, advance=1, status=f"loss {loss_sum / n:.4f}")
         if on_batch is not None:
-            on_batch(epoch, i, batch_loss / len(y))
+            on_batch(epoch, i, batch_loss / batch_n)
     bar.remove_task(task)
+    if run.parallel is not None:
+        run.parallel.sync_buffers(run.model)
+        loss_sum, total_correct, total_n = run.parallel.sum([loss_sum, correct, n])
+        correct, n = round(total_correct), round(total_n)
     train_seconds = time.perf_counter() - start
     if not math.isfinite(loss_sum):
         raise ConfigError(f"training diverged in epoch {epoch} (loss {loss_sum / n}); lower lr (now {run.cfg.lr})")

@@ -1,5 +1,6 @@
-"""Measured training memory: exact saved-activation bytes through autograd saved-tensor hooks, and the
-peak resident memory of one training step in a fresh subprocess against the same process just before it.
+"""Measured training memory: exact saved-activation bytes through autograd saved-tensor hooks, the peak of
+torch's CPU allocator over one training step (profiler memory events), and the peak resident memory of one
+training step in a fresh subprocess against the same process just before it.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from torch import nn
 from devicefit.core import ConfigError, Measurement, UnsupportedOpError, machine_info
 
 from ._config import TrainConfig
+from ._optim import build_optimizer
 
-__all__ = ["RSS_METHOD", "measure_step_rss", "saved_activation_bytes"]
+__all__ = ["RSS_METHOD", "measure_step_rss", "saved_activation_bytes", "step_allocator_peak_bytes"]
 
 RSS_METHOD = ("peak RSS (VmHWM, reset through /proc/self/clear_refs) of the second training step of a fresh "
               "subprocess minus its RSS just before that step (likewise for a no-grad forward as the inference "
-              "baseline); glibc mmap threshold fixed at 64 KiB so freed tensors return to the OS; 1 torch thread")
+              "baseline); glibc mmap and trim thresholds at 4 KiB, so every buffer of a page or more is its own "
+              "mapping, returned to the OS when freed (RSS follows live tensors, not heap reuse); 1 torch thread")
 
 
 def _storage_key(t: torch.Tensor) -> tuple[int, int]:
@@ -54,6 +57,33 @@ def saved_activation_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
         loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
     del loss  # saved tensors stayed alive (and their addresses unique) until here
     return sum(storages.values())
+
+
+def step_allocator_peak_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                              cfg: TrainConfig | None = None) -> int:
+    """Peak bytes held by torch's CPU allocator during one training step (forward, cross-entropy, backward,
+    optimizer step) of `model` as it stands, above what was held when the step began: the running sum of
+    the profiler's memory events. A warm-up step runs first (optimizer state, lazily made buffers), then
+    gradients are freed; the model's weights and optimizer state change. Unlike RSS, this sees only
+    allocations made through torch (oneDNN's included), page rounding and malloc overhead excluded."""
+    opt = build_optimizer(model, cfg or TrainConfig())
+
+    def step() -> None:
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    model.train()
+    step()
+    opt.zero_grad(set_to_none=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    held = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        held += event.nbytes()
+        peak = max(peak, held)
+    opt.zero_grad(set_to_none=True)
+    return peak
 
 
 _CHILD = r"""
@@ -131,8 +161,8 @@ def measure_step_rss(model: nn.Module, input_shape: Sequence[int], num_classes: 
 
 
 def _child(path: Path, args: dict[str, Any]) -> dict[str, int]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "65536",
-           "MALLOC_TRIM_THRESHOLD_": "65536"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "4096",
+           "MALLOC_TRIM_THRESHOLD_": "4096"}  # every tensor of a page or more is its own mapping
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), json.dumps(args)], capture_output=True,
                           text=True, env=env, timeout=300)
     if proc.returncode != 0:

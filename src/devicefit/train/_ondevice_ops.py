@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from devicefit.core import ConfigError
-from devicefit.hardware import OpInfo, SavedRef, register_saved_rule
+from devicefit.hardware import OpInfo, SavedRef, Workspace, conv_workspace, register_saved_rule, register_workspace_rule
 
 __all__ = ["FoldedBN", "FrozenConv2d", "FrozenStatsBN", "MaskReLU", "SparseConv2d", "pack_bits", "unpack_bits"]
 
@@ -24,18 +24,25 @@ _BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 
 
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """A bool tensor as uint8 (⌈numel / 8⌉,), 8 elements per byte, little-endian bit order."""
-    flat = mask.reshape(-1).to(torch.uint8)
+    """A bool tensor as uint8 (⌈numel / 8⌉,), 8 elements per byte, little-endian bit order. Works on
+    eighth-size slices so that no full-size temporary beyond the mask itself is made (a copy only when
+    numel is not a multiple of 8)."""
+    flat = mask.reshape(-1)
     pad = (-flat.numel()) % 8
     if pad:
-        flat = F.pad(flat, (0, pad))
-    return (flat.view(-1, 8) * _BIT_WEIGHTS).sum(1, dtype=torch.uint8)
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    lanes = flat.view(torch.uint8).view(-1, 8)
+    packed = lanes[:, 0].clone()
+    for k in range(1, 8):
+        packed |= lanes[:, k] << k
+    return packed
 
 
 def unpack_bits(packed: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Inverse of `pack_bits`: the bool tensor of `shape`."""
-    bits = (packed.view(-1, 1) & _BIT_WEIGHTS) != 0  # (⌈n/8⌉, 8)
-    return bits.reshape(-1)[: math.prod(shape)].view(*shape)
+    """Inverse of `pack_bits`: the bool tensor of `shape` (one full-size byte buffer, no other temporary)."""
+    bits = packed.view(-1, 1) & _BIT_WEIGHTS  # (⌈n/8⌉, 8), each byte 0 or 2^k
+    bits.clamp_(max=1)
+    return bits.view(torch.bool).reshape(-1)[: math.prod(shape)].view(*shape)
 
 
 class _MaskedClampFn(torch.autograd.Function):
@@ -43,16 +50,19 @@ class _MaskedClampFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, upper: float | None, bits: int) -> torch.Tensor:
-        mask = x > 0 if upper is None else (x > 0) & (x < upper)
+        mask = x > 0
+        if upper is not None:
+            mask &= x < upper
         ctx.shape, ctx.bits = tuple(mask.shape), bits
         ctx.save_for_backward(pack_bits(mask) if bits == 1 else mask)
+        del mask
         return x.clamp(min=0) if upper is None else x.clamp(0, upper)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (saved,) = ctx.saved_tensors
         mask = unpack_bits(saved, ctx.shape) if ctx.bits == 1 else saved
-        return grad * mask, None, None
+        return torch.where(mask, grad, 0.0), None, None  # no fp32 copy of the mask
 
 
 class MaskReLU(nn.Module):
@@ -87,11 +97,24 @@ class _FrozenConvFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
         (weight,) = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.conf
-        grad_x = torch.nn.grad.conv2d_input(ctx.input_shape, weight, grad, stride, padding, dilation, groups) \
-            if ctx.needs_input_grad[0] else None
+        grad_x = _conv2d_input_grad(ctx.input_shape, weight, grad, ctx.conf) if ctx.needs_input_grad[0] else None
         grad_b = grad.sum((0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, None, grad_b, None
+
+
+def _conv2d_input_grad(input_shape: tuple[int, ...], weight: torch.Tensor, grad: torch.Tensor,
+                       conf: tuple[Any, ...]) -> torch.Tensor:
+    """The input gradient of conv2d as the transposed conv of `grad` (`torch.nn.grad.conv2d_input` would
+    materialise an input-sized dummy first), output padding chosen to give back `input_shape`."""
+    stride, padding, dilation = (_pair(v) for v in conf[:3])
+    groups = conf[3]
+    extra = tuple(input_shape[2 + i] - ((grad.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
+                                       + dilation[i] * (weight.shape[2 + i] - 1) + 1) for i in range(2))
+    return F.conv_transpose2d(grad, weight, None, stride, padding, extra, groups, dilation)
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 class FrozenConv2d(nn.Module):
@@ -217,3 +240,17 @@ def _sparse_conv_rule(op: OpInfo) -> Sequence[SavedRef]:
     module = op.module
     weight_bytes = module.conv.weight.numel() * 4 if isinstance(module, SparseConv2d) else 0
     return (SavedRef.input(0), SavedRef.new(weight_bytes))
+
+
+@register_workspace_rule(MaskReLU)
+def _mask_workspace(op: OpInfo) -> Workspace:
+    """Forward: none (the full bool mask is freed before the fp32 output is made, and is smaller);
+    backward: the unpacked byte mask (1-bit masks only)."""
+    module = op.module
+    bits = module.bits if isinstance(module, MaskReLU) else 8
+    return Workspace(0, op.output_numel if bits == 1 else 0)
+
+
+@register_workspace_rule(FrozenConv2d, SparseConv2d)
+def _wrapped_conv_workspace(op: OpInfo) -> Workspace:
+    return conv_workspace(op, getattr(op.module, "conv", None), weight_grad=isinstance(op.module, SparseConv2d))

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from devicefit.hardware import OpInfo, SavedRef, register_saved_rule
+from devicefit.hardware import OpInfo, SavedRef, Workspace, register_saved_rule, register_workspace_rule
 
 from ._ondevice_ops import MaskReLU
 from ._ondevice_schemes import SchemeConfig, UpdatePlan, WeightLayer, register_scheme
@@ -37,7 +37,7 @@ class _LeanAvgPoolFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         r, (_, _, h, w) = ctx.r, ctx.shape
-        spread = grad.repeat_interleave(r, dim=2).repeat_interleave(r, dim=3) / (r * r)
+        spread = (grad / (r * r)).repeat_interleave(r, dim=2).repeat_interleave(r, dim=3)  # scale the small one
         return F.pad(spread, (0, w - spread.shape[3], 0, h - spread.shape[2])), None
 
 
@@ -113,3 +113,9 @@ def _tinytl(cfg: SchemeConfig, layers: list[WeightLayer]) -> UpdatePlan:
 @register_saved_rule(LeanAvgPool2d, ResizeTo)
 def _nothing_rule(op: OpInfo) -> Sequence[SavedRef]:
     return ()
+
+
+@register_workspace_rule(LeanAvgPool2d)
+def _pool_workspace(op: OpInfo) -> Workspace:
+    """Backward: the spread gradient (input-sized) before it is padded into the input gradient."""
+    return Workspace(0, 4 * op.input_numel)
