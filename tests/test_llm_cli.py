@@ -60,3 +60,14 @@ def test_format_specs() -> None:
     assert parse_format_spec("Q4_1").format == "q4_1"
     with pytest.raises(ValueError, match="kv_bits"):
         LLMJobConfig(kv_bits=1)
+
+
+def test_eval_packed_kernels_and_tuning(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["llm", "eval", "stories260K", "--format", "rtn-4", "--n-eval", "2", "--context", "64", "--n-calib", "4"]
+    plain = _json(capsys, argv)["results"][0]["metrics"]
+    r = _json(capsys, [*argv, "--packed", "--tune-epochs", "2"])["results"][0]["metrics"]
+    assert plain["decode_kernels"] == {} and "int4pack" in r["decode_kernels"].values()
+    assert r["decode_model_bytes"] < plain["decode_model_bytes"]
+    assert r["kl_nats"] != plain["kl_nats"] and any("scales tuned 2 epochs" in n for n in r["notes"])
+    with pytest.raises(ValueError, match="tune_epochs"):
+        LLMJobConfig(tune_epochs=-1)

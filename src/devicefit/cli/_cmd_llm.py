@@ -22,6 +22,8 @@ def _add_quant(p: argparse.ArgumentParser, formats: str) -> None:
     p.add_argument("--on-ragged", default="ragged", choices=("error", "ragged", "keep"),
                    help="group size not dividing a row: error, shorter last group, or keep that matrix in fp16")
     p.add_argument("--n-calib", type=int, default=128, help="calibration stories for gptq/awq (default 128)")
+    p.add_argument("--tune-epochs", type=int, default=0,
+                   help="tune the stored scales/mins end to end on the calibration stories (0 = off)")
     p.add_argument("--threads", type=int, default=1)
 
 
@@ -37,6 +39,8 @@ class LLMCommand:
         ev.add_argument("--kv-bits", type=int, default=0, help="quantize the KV cache to 8/4/2 bits (0 = exact)")
         ev.add_argument("--context", type=int, default=256, help="tokens per story and KV-cache context")
         ev.add_argument("--n-eval", type=int, default=200, help="evaluation stories (default 200)")
+        ev.add_argument("--packed", action="store_true",
+                        help="time decoding with packed int4/int8 CPU kernels (else float weights)")
         qu = sub.add_parser("quantize", help="quantize and write a .gguf (never overwrites the input)")
         _add_model(qu)
         _add_quant(qu, "q8_0, q4_0, q4_1, q5_0, gptq-4, awq-4 (GGUF-typed grids only)")
@@ -57,14 +61,15 @@ class LLMCommand:
 
         return LLMJobConfig(model=args.model, format=fmt, group_size=args.group, symmetric=args.sym,
                             on_ragged=args.on_ragged, n_calib=args.n_calib, threads=args.threads,
-                            data_dir=args.data_dir, **extra)
+                            data_dir=args.data_dir, tune_epochs=args.tune_epochs, **extra)
 
     def _eval(self, args: argparse.Namespace, out: Output) -> int:
         from devicefit import llm
         from devicefit.pipelines._llm_job import run_llm_eval
 
         formats = args.formats or ["fp32"]
-        cfgs = [self._cfg(args, f, kv_bits=args.kv_bits, context=args.context, n_eval=args.n_eval) for f in formats]
+        cfgs = [self._cfg(args, f, kv_bits=args.kv_bits, context=args.context, n_eval=args.n_eval,
+                          packed=args.packed) for f in formats]
         lm = llm.load_lm(args.model, args.data_dir)
         results = [run_llm_eval(c, lm) for c in cfgs]
         rows = [_row(f, r["metrics"]) for f, r in zip(formats, results, strict=True)]

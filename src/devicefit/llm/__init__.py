@@ -1,6 +1,7 @@
 """Small language models on the edge: one Llama implementation loaded from llama2.c or GGUF
 files, perplexity/KL/speed/memory evaluation, group-wise and GGUF-exact weight quantization
-(RTN, GPTQ, AWQ), GGUF export and KV-cache quantization."""
+(RTN, GPTQ, AWQ, scale tuning), GGUF export, packed int4/int8 CPU kernels, KV-cache
+quantization and Wanda pruning."""
 
 from . import _awq as _awq  # registers "awq" and "awq-gptq"
 from . import _gptq as _gptq  # registers "gptq"
@@ -22,8 +23,11 @@ from ._quant import (
     quantize_llama,
     weight_bytes,
 )
+from ._runtime import KERNELS, Int4PackedLinear, Int8PackedLinear, PackedLlama, model_bytes, pack_llama
 from ._text import Corpus, clean_stories, encode_texts, load_stories, split_eval_calib
 from ._tokenizer import BpeTokenizer, SentencePieceTokenizer, Tokenizer, load_llama2c_tokenizer
+from ._tune import ScaleTuneConfig, tune_scales_
+from ._wanda import PRUNE_SCORES, PruneConfig, PrunedLlama, prune_llama
 from ._zoo import LMS, LoadedLM, list_lms, load_lm
 
 AWQQuantizer = _awq.AWQQuantizer
@@ -32,7 +36,9 @@ GPTQQuantizer = _gptq.GPTQQuantizer
 
 __all__ = [
     "GRIDS",
+    "KERNELS",
     "LMS",
+    "PRUNE_SCORES",
     "QUANTIZERS",
     "AWQGPTQQuantizer",
     "AWQQuantizer",
@@ -43,6 +49,8 @@ __all__ = [
     "GPTQQuantizer",
     "Generation",
     "Grid",
+    "Int4PackedLinear",
+    "Int8PackedLinear",
     "KVCache",
     "KVQuantConfig",
     "KVQuantizer",
@@ -51,9 +59,13 @@ __all__ = [
     "LlamaConfig",
     "LoadedLM",
     "MinMaxGrid",
+    "PackedLlama",
+    "PruneConfig",
+    "PrunedLlama",
     "QuantizedLlama",
     "QuantizedMatrix",
     "RTNQuantizer",
+    "ScaleTuneConfig",
     "SentencePieceTokenizer",
     "SignedMaxGrid",
     "Tokenizer",
@@ -71,14 +83,18 @@ __all__ = [
     "load_llama2c_tokenizer",
     "load_lm",
     "load_stories",
+    "model_bytes",
+    "pack_llama",
     "pack_matrix",
     "parse_grid",
+    "prune_llama",
     "quantize_llama",
     "quantize_matrix",
     "reference_logprobs",
     "score_lm",
     "set_kv_quant_",
     "split_eval_calib",
+    "tune_scales_",
     "unpack_matrix",
     "weight_bytes",
     "write_gguf",

@@ -15,6 +15,7 @@ from devicefit.core import ConfigError, NotFittedError, Registry, check_choice
 from ._grids import Grid, grid_name, parse_grid
 from ._groupq import QuantizedMatrix, quantize_matrix
 from ._model import Llama, linear_names
+from ._tune import ScaleTuneConfig, tune_scales_
 
 __all__ = [
     "QUANTIZERS",
@@ -40,6 +41,9 @@ class WeightQuantConfig:
     group's range shrunk by the ratio minimizing its |w - Q(w)|^2.4, GPTQ's `mse` option),
     `static_groups` (group scales from the original weights rather than the updated ones). AWQ: `awq_grid` alpha steps,
     `awq_clip` (search a clipping ratio per matrix), `max_calib_tokens` rows used in its searches.
+    Any method: `tune_epochs` > 0 then tunes the stored scales/mins end to end against the
+    unquantized model on the calibration sequences (codes fixed; see `tune_scales_`), at `tune_lr`,
+    with `tune_norms` the RMSNorm gains too.
     """
 
     format: str = "int4-g32-asym"
@@ -53,12 +57,17 @@ class WeightQuantConfig:
     clip_search: bool = True
     static_groups: bool = False
     max_calib_tokens: int = 4096
+    tune_epochs: int = 0
+    tune_lr: float = 2e-3
+    tune_norms: bool = False
 
     def __post_init__(self) -> None:
         parse_grid(self.format)
         check_choice("on_ragged", self.on_ragged, ("error", "ragged", "keep"))
         if not 0 <= self.damp < 1:
             raise ConfigError(f"damp must be in [0, 1), got {self.damp}")
+        if self.tune_epochs < 0 or not self.tune_lr > 0:
+            raise ConfigError(f"tune_epochs must be >= 0 and tune_lr > 0, got {self.tune_epochs}, {self.tune_lr}")
         for name in ("block_size", "awq_grid", "max_calib_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -170,11 +179,19 @@ class RTNQuantizer(_Base):
 
 def quantize_llama(model: Llama, config: WeightQuantConfig,
                    calib_seqs: list[list[int]] | None = None) -> QuantizedLlama:
-    """Quantize the block matrices of a copy of `model` with `config.method` (input untouched)."""
+    """Quantize the block matrices of a copy of `model` with `config.method` (input untouched),
+    then, with `config.tune_epochs`, tune the scales/mins against `model` on `calib_seqs`."""
     cls = QUANTIZERS.get(config.method)
-    if cls.needs_calibration and not calib_seqs:
-        raise ConfigError(f"method {config.method!r} needs calibration sequences, got none")
-    return cls(config).fit(model, calib_seqs).transform(model)
+    if (cls.needs_calibration or config.tune_epochs) and not calib_seqs:
+        raise ConfigError(f"method {config.method!r} (tune_epochs {config.tune_epochs}) needs calibration "
+                          "sequences, got none")
+    q = cls(config).fit(model, calib_seqs).transform(model)
+    if config.tune_epochs:
+        hist = tune_scales_(q.model, q.matrices, model, calib_seqs or [],
+                            ScaleTuneConfig(epochs=config.tune_epochs, lr=config.tune_lr,
+                                            tune_norms=config.tune_norms))
+        q.notes.append(f"scales tuned {config.tune_epochs} epochs: calibration KL {hist[0]:.4f} -> {hist[-1]:.4f} nats")
+    return q
 
 
 def block_bits_per_weight(model: Llama, matrices: dict[str, Any]) -> float:

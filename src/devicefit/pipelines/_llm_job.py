@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,9 @@ class LLMJobConfig:
     `int4-g32-asym`, ...) quantized by round-to-nearest, or `<method>-<bits>` (`gptq-4`,
     `awq-4`, `awq-gptq-4`, `rtn-3`) on `int<bits>-g<group_size>-sym|asym`. `kv_bits` 0 = exact
     cache. Perplexity: the first `n_eval` clean stories below index 500, each with BOS, truncated
-    to `context` tokens; calibration: the last `n_calib` clean stories from 500 on, `calib_len` tokens."""
+    to `context` tokens; calibration: the last `n_calib` clean stories from 500 on, `calib_len` tokens.
+    `tune_epochs` > 0 tunes the stored scales/mins end to end on the calibration stories; `packed`
+    times decoding with the packed int4/int8 CPU kernels (`llm.pack_llama`) instead of float weights."""
 
     model: str = "stories260K"
     format: str = "fp32"
@@ -42,12 +44,16 @@ class LLMJobConfig:
     speed_repeats: int = 3
     threads: int = 1
     data_dir: str | None = None
+    tune_epochs: int = 0
+    packed: bool = False
 
     def __post_init__(self) -> None:
         parse_format_spec(self.format, self.group_size, self.symmetric, self.on_ragged)
         check_choice("text", self.text, ("filter", "repair", "keep"))
         if self.kv_bits and not 2 <= self.kv_bits <= 8:
             raise ConfigError(f"kv_bits must be 0 (exact) or 2..8, got {self.kv_bits}")
+        if self.tune_epochs < 0:
+            raise ConfigError(f"tune_epochs must be >= 0, got {self.tune_epochs}")
         for name in ("context", "n_calib", "calib_len", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -79,8 +85,10 @@ def _quantize(cfg: LLMJobConfig, lm: llm.LoadedLM, calib: list[list[int]]) -> tu
     qcfg = parse_format_spec(cfg.format, cfg.group_size, cfg.symmetric, cfg.on_ragged)
     if qcfg is None:
         return None, 0.0
+    qcfg = replace(qcfg, tune_epochs=cfg.tune_epochs)
     t0 = time.perf_counter()
-    q = llm.quantize_llama(lm.model, qcfg, calib if llm.QUANTIZERS.get(qcfg.method).needs_calibration else None)
+    needs = llm.QUANTIZERS.get(qcfg.method).needs_calibration or cfg.tune_epochs
+    q = llm.quantize_llama(lm.model, qcfg, calib if needs else None)
     return q, time.perf_counter() - t0
 
 
@@ -96,9 +104,17 @@ def run_llm_eval(cfg: LLMJobConfig, lm: llm.LoadedLM | None = None) -> dict[str,
     llm.set_kv_quant_(model, kv)
     try:
         score = llm.score_lm(model, seqs, reference=lm.model if (q is not None or kv) else None)
-        speed = llm.decode_speed(model, new_tokens=cfg.speed_tokens, repeats=cfg.speed_repeats, threads=cfg.threads)
     finally:
         llm.set_kv_quant_(model, None)
+    runner, kernels = model, {}
+    if cfg.packed and q is not None:
+        packed = llm.pack_llama(q)
+        runner, kernels = packed.model, packed.kernels
+    llm.set_kv_quant_(runner, kv)
+    try:
+        speed = llm.decode_speed(runner, new_tokens=cfg.speed_tokens, repeats=cfg.speed_repeats, threads=cfg.threads)
+    finally:
+        llm.set_kv_quant_(runner, None)
     ctx = min(cfg.context, lm.model.cfg.max_seq_len)
     matrices = q.matrices if q is not None else lm.matrices  # a GGUF file's own quantized tensors
     metrics = {**score.to_dict(),
@@ -106,6 +122,7 @@ def run_llm_eval(cfg: LLMJobConfig, lm: llm.LoadedLM | None = None) -> dict[str,
                "weight_bytes": llm.weight_bytes(model, matrices),
                "kv_cache_bytes": llm.kv_cache_bytes(model.cfg, ctx, kv), "kv_context": ctx,
                "decode_tokens_per_s": speed.to_dict(), "quantize_s": quant_s,
+               "decode_kernels": kernels, "decode_model_bytes": llm.model_bytes(runner),
                "notes": q.notes if q is not None else [], "eval_text": source}
     return {"config": to_dict(cfg), "metrics": metrics, "machine": machine_info()}
 
