@@ -237,3 +237,29 @@ def test_extracted_net_converts_to_int8_and_runs_the_reference(trained_supernet:
         logits = sub(x).numpy()
     err = np.abs(dequantize_output(g, q) - logits)
     assert err.max() < 0.1 * np.abs(logits).max() + 3 * g.tensors[g.output].scale
+
+
+def test_zoo_resnets_map_into_the_space_and_warm_start_the_supernet():
+    import torch
+
+    from devicefit import models as M
+    from devicefit.space import get_space
+
+    space = get_space("resnet_cifar")
+    assert space.from_model_spec(M.default_spec("resnet20"))["depths"] == (3, 3, 3)
+    assert space.from_model_spec(M.default_spec("resnet8"))["depths"] == (1, 1, 1)
+    assert space.from_model_spec(M.default_spec("resnet20", width_mult=1.5))["widths"] == (1.5, 1.5, 1.5)
+    assert space.from_model_spec(M.default_spec("mcunet")) is None
+    torch.manual_seed(0)
+    net = M.build(M.default_spec("resnet20"))
+    net.train()
+    for _ in range(2):
+        net(torch.randn(8, 3, 32, 32))  # non-trivial BatchNorm statistics
+    net.eval()
+    spec = space.from_model_spec(M.default_spec("resnet20"))
+    supernet = space.supernet(num_classes=10, input_shape=(3, 32, 32)).inherit_(net, spec).eval()
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(supernet.set_active(spec)(x), net(x))
+    assert torch.equal(supernet.extract(spec).eval()(x), net(x))
+    wider = space.validate(spec.replace(widths=(1.0, 1.5, 1.5)))
+    assert supernet.set_active(wider)(x).shape == (4, 10)  # the wider path runs on the inherited slices

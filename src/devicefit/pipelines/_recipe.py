@@ -55,8 +55,10 @@ class SearchStageConfig:
     architecture with the best validation accuracy that meets every budget of the recipe.
 
     A weight-sharing supernet is trained for `supernet_epochs` (uniform single-path sampling, the recipe's
-    `train` settings otherwise); each of the `trials` candidates is scored by the accuracy of its path on
-    the validation split, after re-estimating BatchNorm statistics on `bn_batches` training batches.
+    `train` settings otherwise), starting from the zoo model's trained weights when that network is a member
+    of the space (`warm_start`) and distilling from it (`distill`); each of the `trials` candidates is scored
+    by the accuracy of its path on the validation split, after re-estimating BatchNorm statistics on
+    `bn_batches` training batches.
     Memory budgets are screened with the space's analytic int8 cost; each host latency budget with a
     latency model fitted to `latency_samples` architectures measured on that target at the deployed
     precision, searched against `latency_margin` × the budget (headroom for measurement noise).
@@ -75,6 +77,8 @@ class SearchStageConfig:
     latency_samples: int = 16
     latency_margin: float = 0.85
     channel_scaling: bool = True
+    warm_start: bool = True
+    distill: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:

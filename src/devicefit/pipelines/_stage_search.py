@@ -143,15 +143,35 @@ class SearchStage(Stage):
 
         r, cfg = ctx.recipe, ctx.recipe.search
         supernet = space.supernet(num_classes=classes, input_shape=shape)
+        zoo_net, start = SearchStage._zoo_model(ctx, space) if cfg.warm_start or cfg.distill else (None, None)
+        if cfg.warm_start and start is not None:
+            supernet.inherit_(zoo_net, start)
+            ctx.log(f"search: supernet starts from the zoo's trained {ctx.records['zoo'].metrics['selected']} "
+                    f"({start})")
+        teacher = zoo_net if cfg.distill else None
         tcfg = dataclasses.replace(r.train, epochs=cfg.supernet_epochs)
-        tag = _tag({"space": cfg.space, "train": to_dict(tcfg), "data": to_dict(r.data), "paths": cfg.seed})
+        tag = _tag({"space": cfg.space, "train": to_dict(tcfg), "data": to_dict(r.data), "paths": cfg.seed,
+                    "start": str(start) if cfg.warm_start else None, "teacher": teacher is not None,
+                    "zoo": ctx.records["zoo"].metrics["selected_run_dir"]})
         run_dir = ctx.stage_dir / f"supernet-{tag}"
         ctx.log(f"search: training the {cfg.space} supernet for {cfg.supernet_epochs} epoch(s) in "
-                f"{run_dir.relative_to(ctx.run_dir)}")
+                f"{run_dir.relative_to(ctx.run_dir)}" + (" (distilling from the zoo model)" if teacher else ""))
         result = T.fit_supernet(supernet, train, tcfg, run_dir=run_dir, progress=ctx.progress,
                                 log=lambda s: ctx.log(f"search: supernet {s}"), seed_paths=cfg.seed,
-                                augment_default=D.DATASETS.get(r.data.name).augment)
+                                augment_default=D.DATASETS.get(r.data.name).augment, teacher=teacher)
         return supernet, run_dir, [h.to_dict() for h in result.history]
+
+    @staticmethod
+    def _zoo_model(ctx: StageContext, space: Any) -> tuple[Any, ArchSpec | None]:
+        """The zoo stage's trained model and its spec in `space` (None when the space does not hold it)."""
+        from devicefit import models as M
+        from devicefit import train as T
+
+        zoo = ctx.records["zoo"].metrics
+        model_spec = ArchSpec.from_dict(zoo["selected_spec"])
+        net = T.load_weights(M.build(model_spec), ctx.run_dir / zoo["selected_run_dir"] / "model.pt").eval()
+        from_model = getattr(space, "from_model_spec", None)
+        return net, (from_model(model_spec) if from_model is not None else None)
 
     @staticmethod
     def _search(ctx: StageContext, space: Any, objective: Any, estimate: Any, search_cfg: Any, scores: str) -> Any:

@@ -152,6 +152,29 @@ class ResNetSpace(Space):
         return models.default_spec(MODEL_FAMILY, num_classes=num_classes, input_shape=tuple(input_shape),
                                    depths=spec["depths"], channels=self.stage_channels(spec))
 
+    def from_model_spec(self, model_spec: ArchSpec) -> ArchSpec | None:
+        """The space's spec of a zoo CIFAR ResNet (`resnet8`, `resnet20`, `resnet_cifar`) when its network is a
+        member of this space (same depths, stage channels reachable by a width choice, ReLU), else None."""
+        p = model_spec.as_kwargs()
+        if p.get("act", "relu") != "relu":
+            return None
+        wm = float(p.get("width_mult", 1.0))
+        fixed = {"resnet8": (1, 1, 1), "resnet20": (3, 3, 3)}
+        if model_spec.family in fixed:
+            depths, channels = fixed[model_spec.family], tuple(make_divisible(c * wm) for c in self.stages)
+        elif model_spec.family == MODEL_FAMILY and wm == 1.0:
+            depths, channels = tuple(p["depths"]), tuple(p["channels"])
+        else:
+            return None
+        widths = []
+        for base, c in zip(self.stages, channels, strict=False):
+            fits = [w for w in RESNET_WIDTHS if make_divisible(base * w) == c]
+            if not fits:
+                return None
+            widths.append(min(fits, key=lambda w: abs(w - c / base)))  # several widths can round alike
+        candidate = ArchSpec(self.name, {"depths": depths, "widths": tuple(widths)})
+        return self.validate(candidate) if self.contains(candidate) else None
+
     def build(self, spec: ArchSpec, **kwargs: Any) -> nn.Module:
         """`models.build(model_spec(spec, **kwargs))`: kwargs `num_classes` (10), `input_shape` ((3, 32, 32))."""
         return models.build(self.model_spec(spec, **kwargs))

@@ -38,6 +38,12 @@ class _ElasticBasicBlock(nn.Module):
         identity = x if self.shortcut is None else self.shortcut(x, c_out)
         return F.relu(self.conv2(F.relu(self.conv1(x, c_out)), c_out) + identity)
 
+    def load_from_(self, block: BasicBlock) -> None:
+        self.conv1.load_from_(block.conv1)
+        self.conv2.load_from_(block.conv2)
+        if self.shortcut is not None and block.shortcut is not None:
+            self.shortcut.load_from_(block.shortcut)  # type: ignore[arg-type]
+
     def copy_to(self, block: BasicBlock) -> None:
         if (self.shortcut is None) != (block.shortcut is None):
             raise ConfigError(f"supernet block and target BasicBlock({block.in_channels}, {block.out_channels}) "
@@ -117,6 +123,27 @@ class ResNetSupernet(nn.Module):
         return [b for b in blocks[:depth] if isinstance(b, _ElasticBasicBlock)]
 
     # -- extraction ---------------------------------------------------------------------------------
+
+    def inherit_(self, net: nn.Module, spec: ArchSpec) -> ResNetSupernet:
+        """Warm start: copy a trained network of `spec` (a zoo CIFAR ResNet of that shape, e.g. the zoo's
+        ResNet-20 for depths (3,3,3), widths (1,1,1)) into the leading slices of the shared weights, so the
+        supernet starts from a trained path (the inverse of `extract`; `extract(spec)` then returns it)."""
+        spec = self.space.validate(spec)
+        feats = list(net.features)  # type: ignore[arg-type]
+        expected = 1 + sum(spec["depths"])
+        if len(feats) != expected or not isinstance(feats[0], ConvBNAct):
+            raise ConfigError(f"inherit_: the network has {len(feats)} feature modules, {spec} needs {expected} "
+                              "(stem + one BasicBlock per layer)")
+        self.stem.load_from_(feats[0])
+        sources = iter(feats[1:])
+        for s, depth in enumerate(spec["depths"]):
+            for block in self._path(s, depth):
+                block.load_from_(next(sources))
+        fc = net.fc
+        with torch.no_grad():
+            self.fc.weight[:, : fc.in_features].copy_(fc.weight)  # type: ignore[union-attr]
+            self.fc.bias.copy_(fc.bias)  # type: ignore[union-attr]
+        return self
 
     def extract(self, spec: ArchSpec | None = None) -> nn.Module:
         """The zoo `resnet_cifar` network of `spec` (default: the active one) with the shared weights copied

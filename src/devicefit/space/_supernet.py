@@ -44,6 +44,19 @@ class ElasticConvBN(nn.Module):
                          bn.weight[:c_out], bn.bias[:c_out], self.training, bn.momentum or 0.1, bn.eps)
         return F.relu6(y) if self.act == ACT else y
 
+    def load_from_(self, source: ConvBNAct) -> None:
+        """Copy a plain ConvBNAct's weights and BN state into the matching leading slices (inverse of
+        `copy_to`; a trained network's weights become the start of the shared ones)."""
+        conv, bn = source[0], source[1]
+        c_out, c_in = conv.weight.shape[0], conv.in_channels
+        with torch.no_grad():
+            if self.depthwise:
+                self.conv.weight[:c_out].copy_(conv.weight)
+            else:
+                self.conv.weight[:c_out, :c_in].copy_(conv.weight)
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(self.bn, name)[:c_out].copy_(getattr(bn, name))
+
     def copy_to(self, target: ConvBNAct) -> None:
         """Copy the slices that `target` (a plain ConvBNAct of the active shape) needs."""
         conv, bn = target[0], target[1]

@@ -135,16 +135,17 @@ def _process_group() -> Iterator[TorchDistributed | None]:
 
 def fit_supernet(supernet: nn.Module, train_ds: ArrayDataset, cfg: TrainConfig, *,
                  run_dir: str | os.PathLike[str] | None = None, progress: bool = True, log: Log | None = None,
-                 seed_paths: int = 0, augment_default: str = "none", on_batch: OnBatch | None = None) -> TrainResult:
+                 seed_paths: int = 0, augment_default: str = "none", on_batch: OnBatch | None = None,
+                 teacher: nn.Module | None = None) -> TrainResult:
     """Train weight-sharing `supernet` in place by uniform single-path sampling; return the history.
 
-    Before step (epoch, batch) the path `supernet.sample(np.random.default_rng([seed_paths, epoch, batch]))`
-    is activated, so a resumed run draws the same paths. Everything else is `fit` (seeding, checkpoints in
-    `run_dir`, resume, `log`, `on_batch`, `augment_default`). Under `torchrun` (`WORLD_SIZE` > 1) or in an
-    initialised process group this call is one of several processes: it needs `cfg.batch_size` >= 2 ×
-    processes, starts from process 0's weights, trains on its shard of every batch with gradients summed
-    to those of the whole batch, logs and writes files from process 0 only, and ends with weights
-    identical in every process (checked; `DevicefitError` if not). The checkpoint's fingerprint includes
+    Before step (epoch, batch) the path `supernet.sample(np.random.default_rng([seed_paths, epoch, batch]))` is
+    activated, so a resumed run draws the same paths. Everything else is `fit` (seeding, checkpoints in
+    `run_dir`, resume, `log`, `on_batch`, `augment_default`, distillation from `teacher`). Under `torchrun`
+    (`WORLD_SIZE` > 1) or in an initialised process group this call is one of several processes: it needs
+    `cfg.batch_size` >= 2 × processes, starts from process 0's weights, trains on its shard of every batch with
+    gradients summed to those of the whole batch, logs and writes files from process 0 only, and ends with
+    weights identical in every process (checked; `DevicefitError` if not). The checkpoint's fingerprint includes
     `seed_paths`, the supernet class and the number of processes.
     """
     sample = getattr(supernet, "sample", None)
@@ -166,7 +167,7 @@ def fit_supernet(supernet: nn.Module, train_ds: ArrayDataset, cfg: TrainConfig, 
                  "seed_paths": seed_paths, "world_size": world}
         result = fit(supernet, train_ds, cfg, run_dir=run_dir, progress=progress and writer,
                      log=log if writer else None, augment_default=augment_default, on_batch=on_batch,
-                     before_batch=before_batch, parallel=parallel, fingerprint_extra=extra)
+                     before_batch=before_batch, parallel=parallel, fingerprint_extra=extra, teacher=teacher)
         if parallel is not None:
             parallel.check_in_sync(supernet)
     return result
