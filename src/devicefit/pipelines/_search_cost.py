@@ -20,7 +20,12 @@ import numpy as np
 from devicefit.core import ArchSpec, ConfigError
 
 __all__ = ["FLASH_OVERHEAD_BYTES", "SRAM_OVERHEAD_BYTES", "CostModel", "LatencyModel", "build_cost_model",
-           "fit_latency_model", "sample_specs"]
+           "deployed_precision", "fit_latency_model", "measure_model_latency", "sample_specs"]
+
+
+def deployed_precision(recipe: Any) -> str:
+    """The precision a recipe's final model runs in on a host: int8 when it quantizes, else fp32."""
+    return "int8" if "compress" in recipe.stages and recipe.compress.quantize == "int8" else "fp32"
 
 # Estimated beyond the analytic int8 figures: code, int32 biases and requantisation tables in flash; stack and
 # I/O buffers in SRAM. (ResNet-20 on cortex-m4-256k measured 12.6 KiB of flash and -5 KiB of SRAM beyond the
@@ -96,27 +101,33 @@ def sample_specs(space: Any, n: int, seed: int) -> list[ArchSpec]:
     return specs[:n]
 
 
-def measure_spec_latency(space: Any, spec: ArchSpec, target: Any, precision: str, *, num_classes: int,
-                         input_shape: tuple[int, ...], repeats: int, seed: int = 0, sessions: int = 1
-                         ) -> dict[str, Any]:
-    """Median batch-1 latency of `spec`'s network (fresh weights: latency does not depend on their values)
-    on host `target`, fp32 or int8 (post-training QDQ, calibrated on 16 seeded random inputs), median over
-    `sessions` fresh runtime sessions."""
-    import torch
-
+def measure_model_latency(model: Any, target: Any, precision: str, *, input_shape: tuple[int, ...], repeats: int,
+                          sessions: int = 1, seed: int = 0) -> Any:
+    """`LatencyResult` of `model` on host `target` at the precision it will be deployed in: fp32, or int8
+    (post-training QDQ calibrated on 16 seeded random inputs: latency does not depend on the weights' values,
+    so an untrained network measures like the trained one). Median over `sessions` fresh runtime sessions."""
     from devicefit import compress as C
     from devicefit import hardware as H
 
-    torch.manual_seed(seed)
-    model = space.build(spec, num_classes=num_classes, input_shape=input_shape).eval()
-    with tempfile.TemporaryDirectory(prefix="devicefit-search-lat-") as tmp, warnings.catch_warnings():
+    with tempfile.TemporaryDirectory(prefix="devicefit-lat-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the spread is recorded with the figure
         if precision == "int8":
             calib = np.random.default_rng(seed).standard_normal((16, *input_shape)).astype(np.float32)
             path = C.PostTrainingQuantizer().calibrate(model, calib, input_shape).save(Path(tmp) / "m.onnx")
-            res = H.measure_latency(path, target, repeats=repeats, sessions=sessions)
-        else:
-            res = H.measure_latency(model, target, input_shape=input_shape, repeats=repeats, sessions=sessions)
+            return H.measure_latency(path, target, repeats=repeats, sessions=sessions)
+        return H.measure_latency(model, target, input_shape=input_shape, repeats=repeats, sessions=sessions)
+
+
+def measure_spec_latency(space: Any, spec: ArchSpec, target: Any, precision: str, *, num_classes: int,
+                         input_shape: tuple[int, ...], repeats: int, seed: int = 0, sessions: int = 1
+                         ) -> dict[str, Any]:
+    """Median batch-1 latency of `spec`'s network (fresh weights) on host `target` (`measure_model_latency`)."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = space.build(spec, num_classes=num_classes, input_shape=input_shape).eval()
+    res = measure_model_latency(model, target, precision, input_shape=input_shape, repeats=repeats,
+                                sessions=sessions, seed=seed)
     return {"latency_ms": res.median_ms, "cv": res.cv, "sessions": sessions}
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from devicefit.core import ArchSpec, BudgetError, to_dict
 
 from ._recipe import recipe_targets
-from ._search_cost import build_cost_model, utilisation
+from ._search_cost import build_cost_model, deployed_precision, utilisation
 from ._stages import Stage, StageContext, stage
 from ._train_job import ModelConfig, TrainJobConfig, run_train_job
 
@@ -72,12 +72,8 @@ class SearchStage(Stage):
 
     def config(self, recipe: Any) -> dict[str, Any]:
         return {"search": to_dict(recipe.search), "data": to_dict(recipe.data), "train": to_dict(recipe.train),
-                "targets": list(recipe.targets), "budgets": recipe.budgets, "precision": self._precision(recipe),
+                "targets": list(recipe.targets), "budgets": recipe.budgets, "precision": deployed_precision(recipe),
                 "latency_repeats": recipe.zoo.latency_repeats}
-
-    @staticmethod
-    def _precision(recipe: Any) -> str:
-        return "int8" if "compress" in recipe.stages and recipe.compress.quantize == "int8" else "fp32"
 
     def run(self, ctx: StageContext) -> tuple[dict[str, Any], dict[str, str]]:
         from devicefit import data as D
@@ -89,7 +85,7 @@ class SearchStage(Stage):
         train_full = D.load_dataset(r.data.name, "train", r.data.data_dir, **r.data.options)
         train, val = D.split_train_val(train_full, r.data.val_fraction, seed=r.train.seed)
         shape, classes = tuple(train.input_shape), train.num_classes
-        precision = self._precision(r)
+        precision = deployed_precision(r)
         costs = build_cost_model(space, recipe_targets(r), precision, ctx.stage_dir, n_latency=cfg.latency_samples,
                                  latency_margin=cfg.latency_margin, num_classes=classes, input_shape=shape,
                                  repeats=r.zoo.latency_repeats, seed=cfg.seed, log=ctx.log)

@@ -1,5 +1,6 @@
 """The `zoo` stage: cost every candidate zoo model, check it against each target's budgets, measure its
-latency on the host targets, and train the feasible candidates with the most capacity.
+latency on the host targets at the precision the recipe deploys (int8 when it quantizes), and train the
+feasible candidates with the most capacity.
 
 Memory figures here are analytic (int8 weights and activations, batch 1) and say so; the deploy stage
 replaces them with the generated C program's real flash and arena sizes.
@@ -8,20 +9,26 @@ replaces them with the generated C program's real flash and arena sizes.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any
 
 from devicefit.core import ArchSpec, to_dict
 
 from ._recipe import recipe_targets
+from ._search_cost import deployed_precision, measure_model_latency
 from ._stages import Stage, StageContext, stage
 from ._train_job import ModelConfig, TrainJobConfig, run_train_job
 
-__all__ = ["ZooStage", "candidate_figures"]
+__all__ = ["ZOO_SESSIONS", "ZooStage", "candidate_figures"]
+
+# a zoo model is judged at the precision it would be deployed in, like the search's candidates, and by the
+# median of fresh sessions (one session can sit 10-40% off the next on a shared VM)
+ZOO_SESSIONS = 3
 
 
-def candidate_figures(spec: ArchSpec, targets: list[Any], latency_repeats: int) -> dict[str, Any]:
-    """Analytic int8 cost, measured fp32 latency on each host target, and the budget verdict per target."""
+def candidate_figures(spec: ArchSpec, targets: list[Any], latency_repeats: int, precision: str = "fp32"
+                      ) -> dict[str, Any]:
+    """Analytic int8 cost, latency measured on each host target at the deployed `precision` (median over
+    `ZOO_SESSIONS` fresh sessions), and the budget verdict per target."""
     from devicefit import hardware as H
     from devicefit import models as M
 
@@ -30,11 +37,10 @@ def candidate_figures(spec: ArchSpec, targets: list[Any], latency_repeats: int) 
     latency: dict[str, Any] = {}
     for t in targets:
         if t.kind == "host":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # the spread is recorded with the figure
-                res = H.measure_latency(M.build(spec), t, input_shape=shape, repeats=latency_repeats)
+            res = measure_model_latency(M.build(spec).eval(), t, precision, input_shape=shape,
+                                        repeats=latency_repeats, sessions=ZOO_SESSIONS)
             latency[t.name] = {"median_ms": res.median_ms, "cv": res.cv, "stable": res.stable,
-                               "precision": "fp32", "method": res.measurement.method}
+                               "precision": precision, "method": res.measurement.method}
     verdicts = {}
     for t in targets:
         figures: dict[str, Any] = {"model_bytes": cost.param_bytes}
@@ -55,7 +61,7 @@ class ZooStage(Stage):
 
     def config(self, recipe: Any) -> dict[str, Any]:
         return {"data": to_dict(recipe.data), "zoo": to_dict(recipe.zoo), "train": to_dict(recipe.train),
-                "targets": list(recipe.targets), "budgets": recipe.budgets}
+                "targets": list(recipe.targets), "budgets": recipe.budgets, "precision": deployed_precision(recipe)}
 
     def run(self, ctx: StageContext) -> tuple[dict[str, Any], dict[str, str]]:
         from devicefit import data as D
@@ -68,7 +74,8 @@ class ZooStage(Stage):
         for cand in r.zoo.candidates:
             spec = M.default_spec(cand.name, num_classes=probe.num_classes, input_shape=probe.input_shape,
                                   **cand.params)
-            rows.append({"name": cand.name, **candidate_figures(spec, targets, r.zoo.latency_repeats)})
+            rows.append({"name": cand.name, **candidate_figures(spec, targets, r.zoo.latency_repeats,
+                                                                deployed_precision(r))})
             ctx.log(f"zoo: {spec}: {rows[-1]['macs'] / 1e6:.1f} M MACs, "
                     f"{'fits' if rows[-1]['feasible'] else 'over budget'}")
         feasible = sorted((x for x in rows if x["feasible"]), key=lambda x: -x["macs"])

@@ -76,7 +76,8 @@ def plot_accuracy_latency(run: dict[str, Any]) -> str | None:
     for cand in zoo["candidates"]:
         if "train" in cand and host in cand["latency"]:
             ax.scatter(cand["latency"][host]["median_ms"], 100 * cand["train"]["test_accuracy"], color="tab:blue")
-            ax.annotate(f"{cand['name']} (fp32)", (cand["latency"][host]["median_ms"],
+            ax.annotate(f"{cand['name']} ({cand['latency'][host].get('precision', 'fp32')})",
+                        (cand["latency"][host]["median_ms"],
                                                   100 * cand["train"]["test_accuracy"]), fontsize=8)
     fig_v = verify.get("targets", {}).get(host, {}).get("figures", {})
     if "latency_ms" in fig_v:
@@ -169,7 +170,8 @@ def candidate_rows(run: dict[str, Any]) -> list[list[str]]:
     zoo = run["stages"].get("zoo", {}).get("metrics", {})
     rows = []
     for c in zoo.get("candidates", []):
-        lat = "; ".join(f"{t} {v['median_ms']:.3g} ms (cv {100 * v['cv']:.1f}%)" for t, v in c["latency"].items())
+        lat = "; ".join(f"{t} {v.get('precision', 'fp32')} {v['median_ms']:.3g} ms (cv {100 * v['cv']:.1f}%)"
+                        for t, v in c["latency"].items())
         acc = f"{100 * c['train']['test_accuracy']:.2f}%" if "train" in c else "not trained"
         rows.append([c["name"], f"{c['params']:,}", f"{c['macs'] / 1e6:.2f} M", format_bytes(c["param_bytes_int8"]),
                      format_bytes(c["peak_activation_bytes_int8"]), lat or "—",
@@ -242,8 +244,8 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 VERDICT_HEADER = ["target", "budget", "figure", "limit", "status", "margin", "how it was obtained"]
-CANDIDATE_HEADER = ["zoo model", "params", "MACs", "int8 weights", "int8 peak act.", "fp32 latency", "fits",
-                    "test acc."]
+CANDIDATE_HEADER = ["zoo model", "params", "MACs", "int8 weights", "int8 peak act.", "latency (deployed precision)",
+                    "fits", "test acc."]
 
 
 def render_run_report(run: dict[str, Any]) -> tuple[str, str]:
