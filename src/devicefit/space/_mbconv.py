@@ -9,15 +9,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
-from devicefit.core import ArchSpec, ConfigError, UnsupportedOpError, check_range
+from devicefit.core import ArchSpec, ConfigError, UnsupportedOpError
 from devicefit.nn import ConvBNAct, InvertedResidual, make_divisible
 
-from ._base import Space, _check_rng, register_space
+from ._base import register_space
 from ._checks import check_image_shape, check_int
+from ._positional import PositionalSpace
 
 __all__ = ["MBCONV_OPS", "WIDTH_CHOICES", "MBConvNet", "MBConvSpace", "MBConvStage", "op_params"]
 
@@ -44,7 +44,7 @@ class MBConvStage:
     stride: int
 
 
-class MBConvSpace(Space):
+class MBConvSpace(PositionalSpace):
     """A MobileNetV2-layout space: stem 3×3 conv (`stem_channels`), the searchable stages, a 1×1 conv to
     `head_channels`, global average pool and a linear classifier.
 
@@ -106,39 +106,6 @@ class MBConvSpace(Space):
                 what = f"layer {pos}" if pos < self.n_layers else f"stage {pos - self.n_layers} width"
                 raise ConfigError(f"{self.name}: {what} is {value!r}, expected one of {list(allowed)}")
         return ArchSpec(self.name, {"ops": ops, "widths": tuple(float(w) for w in widths)})
-
-    def sample(self, rng: np.random.Generator) -> ArchSpec:
-        rng = _check_rng(rng)
-        return self.from_values([c[int(rng.integers(len(c)))] for c in self.choices()])
-
-    def mutate(self, spec: ArchSpec, rng: np.random.Generator, *, prob: float | None = None) -> ArchSpec:
-        values, choices = list(self.values(spec)), self.choices()
-        n = len(values)
-        prob = 1.0 / n if prob is None else prob
-        check_range("prob", prob, 0.0, 1.0, inclusive=True)
-        flip = _check_rng(rng).random(n) < prob
-        if not flip.any():
-            flip[rng.integers(n)] = True
-        for i in np.flatnonzero(flip):
-            others = [v for v in choices[i] if v != values[i]]
-            values[i] = others[int(rng.integers(len(others)))]
-        return self.from_values(values)
-
-    def crossover(self, a: ArchSpec, b: ArchSpec, rng: np.random.Generator) -> ArchSpec:
-        va, vb = self.values(a), self.values(b)
-        take_a = _check_rng(rng).random(len(va)) < 0.5
-        return self.from_values([x if t else y for x, y, t in zip(va, vb, take_a, strict=True)])
-
-    def encode(self, specs: Sequence[ArchSpec] | ArchSpec) -> np.ndarray:
-        """(N, Σ_positions n_choices) float32 one-hot, position-major (layers' ops, then stages' widths)."""
-        batch = [specs] if isinstance(specs, ArchSpec) else list(specs)
-        choices = self.choices()
-        out = np.zeros((len(batch), sum(len(c) for c in choices)), dtype=np.float32)
-        offsets = np.cumsum([0] + [len(c) for c in choices[:-1]])
-        for row, spec in enumerate(batch):
-            for pos, value in enumerate(self.values(spec)):
-                out[row, offsets[pos] + choices[pos].index(value)] = 1.0
-        return out
 
     def enumerate(self) -> Iterator[ArchSpec]:
         raise UnsupportedOpError(f"{self.name} has {self.size:.3g} architectures, too many to enumerate; "

@@ -13,11 +13,12 @@ import numpy as np
 from torch import nn
 
 from devicefit import models
-from devicefit.core import ArchSpec, ConfigError, check_range
+from devicefit.core import ArchSpec, ConfigError
 from devicefit.nn import make_divisible
 
-from ._base import Space, _check_rng, register_space
+from ._base import register_space
 from ._checks import check_image_shape, check_int
+from ._positional import PositionalSpace
 
 if TYPE_CHECKING:
     from ._resnet_supernet import ResNetSupernet
@@ -31,7 +32,7 @@ DEFAULT_INPUT_SHAPE = (3, 32, 32)
 
 
 @register_space
-class ResNetSpace(Space):
+class ResNetSpace(PositionalSpace):
     """CIFAR ResNets: stem 3×3 conv, three stages of basic blocks (stride 1, 2, 2), pool, linear.
 
     A spec is `ArchSpec("resnet_cifar", {"depths": (d0, d1, d2), "widths": (w0, w1, w2)})` with each depth in
@@ -105,39 +106,6 @@ class ResNetSpace(Space):
             if isinstance(w, bool) or not isinstance(w, int | float) or w not in RESNET_WIDTHS:
                 raise ConfigError(f"{self.name}: stage {s} width is {w!r}, expected one of {list(RESNET_WIDTHS)}")
         return ArchSpec(self.name, {"depths": tuple(int(d) for d in depths), "widths": tuple(float(w) for w in widths)})
-
-    def sample(self, rng: np.random.Generator) -> ArchSpec:
-        rng = _check_rng(rng)
-        return self.from_values([c[int(rng.integers(len(c)))] for c in self.choices()])
-
-    def mutate(self, spec: ArchSpec, rng: np.random.Generator, *, prob: float | None = None) -> ArchSpec:
-        values, choices = list(self.values(spec)), self.choices()
-        n = len(values)
-        prob = 1.0 / n if prob is None else prob
-        check_range("prob", prob, 0.0, 1.0, inclusive=True)
-        flip = _check_rng(rng).random(n) < prob
-        if not flip.any():
-            flip[rng.integers(n)] = True
-        for i in np.flatnonzero(flip):
-            others = [v for v in choices[i] if v != values[i]]
-            values[i] = others[int(rng.integers(len(others)))]
-        return self.from_values(values)
-
-    def crossover(self, a: ArchSpec, b: ArchSpec, rng: np.random.Generator) -> ArchSpec:
-        va, vb = self.values(a), self.values(b)
-        take_a = _check_rng(rng).random(len(va)) < 0.5
-        return self.from_values([x if t else y for x, y, t in zip(va, vb, take_a, strict=True)])
-
-    def encode(self, specs: Sequence[ArchSpec] | ArchSpec) -> np.ndarray:
-        """(N, Σ_positions n_choices) float32 one-hot, position-major (depths, then widths)."""
-        batch = [specs] if isinstance(specs, ArchSpec) else list(specs)
-        choices = self.choices()
-        out = np.zeros((len(batch), sum(len(c) for c in choices)), dtype=np.float32)
-        offsets = np.cumsum([0] + [len(c) for c in choices[:-1]])
-        for row, spec in enumerate(batch):
-            for pos, value in enumerate(self.values(spec)):
-                out[row, offsets[pos] + choices[pos].index(value)] = 1.0
-        return out
 
     def enumerate(self) -> Iterator[ArchSpec]:
         """Every architecture once, position 0 (stage 0 depth) slowest."""
