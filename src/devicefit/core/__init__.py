@@ -11,7 +11,15 @@ from ._errors import (
     NotFittedError,
     UnsupportedOpError,
 )
-from ._io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json, sha256_file
+from ._io import (
+    atomic_open,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    read_jsonl,
+    sha256_file,
+)
 from ._machine import machine_info
 from ._records import RECORD_VERSION, Measurement, RunRecord
 from ._registry import Registry
@@ -42,6 +50,7 @@ __all__ = [
     "load_config_file",
     "machine_info",
     "read_json",
+    "read_jsonl",
     "sha256_file",
     "to_dict",
 ]

@@ -76,6 +76,23 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise DataError(f"{p}: not valid JSON ({e})") from None
 
 
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The JSON objects of an append-only JSON-lines file, in order; [] when it does not exist. Unparsable
+    lines (the torn last line of a killed writer) are skipped, so the work they stood for is redone."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    rows = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

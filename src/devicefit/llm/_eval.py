@@ -37,14 +37,18 @@ class LMScore:
 def _batches(seqs: list[list[int]], batch_size: int):  # type: ignore[no-untyped-def]
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # similar lengths pad little
     for s in range(0, len(order), batch_size):
-        chunk = [seqs[i] for i in order[s:s + batch_size]]
-        T = max(map(len, chunk))
-        tok = torch.zeros(len(chunk), T, dtype=torch.long)
-        valid = torch.zeros(len(chunk), T - 1, dtype=torch.bool)
-        for r, ids in enumerate(chunk):
-            tok[r, :len(ids)] = torch.tensor(ids)
-            valid[r, :len(ids) - 1] = True
-        yield tok, valid
+        yield pad_batch([seqs[i] for i in order[s:s + batch_size]])
+
+
+def pad_batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens (B, T) zero-padded, valid (B, T - 1): True where position t predicts a real token t + 1)."""
+    T = max(map(len, seqs))
+    tok = torch.zeros(len(seqs), T, dtype=torch.long)
+    valid = torch.zeros(len(seqs), T - 1, dtype=torch.bool)
+    for r, ids in enumerate(seqs):
+        tok[r, :len(ids)] = torch.tensor(ids)
+        valid[r, :len(ids) - 1] = True
+    return tok, valid
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from torch.func import functional_call
 
 from devicefit.core import ConfigError, DataError
 
+from ._eval import pad_batch
 from ._groupq import QuantizedMatrix
 from ._model import Llama
 
@@ -45,22 +46,12 @@ def _group_index(qm: QuantizedMatrix) -> torch.Tensor:
     return idx
 
 
-def _batch(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    T = max(map(len, seqs))
-    tok = torch.zeros(len(seqs), T, dtype=torch.long)
-    valid = torch.zeros(len(seqs), T - 1, dtype=torch.bool)
-    for r, ids in enumerate(seqs):
-        tok[r, :len(ids)] = torch.tensor(ids)
-        valid[r, :len(ids) - 1] = True
-    return tok, valid
-
-
 @torch.no_grad()
 def _teacher(reference: Llama, seqs: list[list[int]], size: int) -> list[torch.Tensor]:
     """The reference's next-token log-probabilities per sequence, (len - 1, vocab), in fp16."""
     out = []
     for s in range(0, len(seqs), size):
-        tok, valid = _batch(seqs[s:s + size])
+        tok, valid = pad_batch(seqs[s:s + size])
         logp = F.log_softmax(reference(tok)[:, :-1].float(), -1)
         out += [logp[r][valid[r]].half() for r in range(len(tok))]
     return out
@@ -106,7 +97,7 @@ def tune_scales_(model: Llama, matrices: dict[str, QuantizedMatrix | None], refe
         order = torch.randperm(len(calib_seqs), generator=gen).tolist()
         for s in range(0, len(order), config.batch_size):
             pick = order[s:s + config.batch_size]
-            tok, valid = _batch([calib_seqs[i] for i in pick])
+            tok, valid = pad_batch([calib_seqs[i] for i in pick])
             ref = torch.cat([teacher[i] for i in pick]).float()
             logp = F.log_softmax(functional_call(model, weights(), (tok,))[:, :-1], -1)[valid]
             loss = (ref.exp() * (ref - logp)).sum(-1).mean()

@@ -9,7 +9,6 @@ profile.json.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 import warnings
@@ -28,6 +27,7 @@ from devicefit.core import (
     check_positive,
     check_range,
     machine_info,
+    read_jsonl,
     to_dict,
 )
 
@@ -132,7 +132,7 @@ def _sample_distinct(space: Any, n: int, seed: int) -> list[ArchSpec]:
 def _load_rows(path: Path) -> dict[tuple[str, int], dict[str, Any]]:
     """Measurements already on disk, by (spec JSON, pass); a torn last line (killed mid-write) is dropped.
     Rows written before passes existed count as pass 0."""
-    return {(_key(row["spec"]), int(row.get("pass", 0))): row for row in _read_jsonl(path)}
+    return {(_key(row["spec"]), int(row.get("pass", 0))): row for row in read_jsonl(path)}
 
 
 def _key(spec_dict: dict[str, Any]) -> str:
@@ -187,7 +187,7 @@ def _measure_all(space: Any, specs: list[ArchSpec], cfg: ProfileJobConfig, run_d
     path, ref_path = run_dir / _MEASUREMENTS, run_dir / _REFERENCE
     done = _load_rows(path)
     _drop_torn_tail(path, done)
-    _drop_torn_tail(ref_path, dict(enumerate(_read_jsonl(ref_path))))
+    _drop_torn_tail(ref_path, dict(enumerate(read_jsonl(ref_path))))
     todo = [(s, p) for p in range(cfg.passes) for s in specs if (_key(s.to_dict()), p) not in done]
     total = len(specs) * cfg.passes
     log(f"{total - len(todo)} of {total} figures ({len(specs)} architectures × {cfg.passes} pass(es)) already "
@@ -212,19 +212,9 @@ def _measure_all(space: Any, specs: list[ArchSpec], cfg: ProfileJobConfig, run_d
     return rows
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            rows.append(json.loads(line))
-    return rows
-
-
 def _repeatability(run_dir: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
     """Spread of the reference network's figures over the run (None when it was never re-measured)."""
-    lat = np.array([r["latency_ms"] for r in _read_jsonl(run_dir / _REFERENCE)])
+    lat = np.array([r["latency_ms"] for r in read_jsonl(run_dir / _REFERENCE)])
     if lat.size < 2:
         return None
     rep = {"n": int(lat.size), "median_ms": float(np.median(lat)), "cv": float(lat.std(ddof=1) / lat.mean()),

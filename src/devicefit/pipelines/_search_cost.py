@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from devicefit.core import ArchSpec, ConfigError
+from devicefit.core import ArchSpec, ConfigError, read_jsonl
 
 __all__ = ["FLASH_OVERHEAD_BYTES", "SRAM_OVERHEAD_BYTES", "CostModel", "LatencyModel", "build_cost_model",
            "deployed_precision", "fit_latency_model", "measure_model_latency", "sample_specs"]
@@ -153,26 +153,13 @@ def _analytic(space: Any, num_classes: int, input_shape: tuple[int, ...]) -> Cal
     return cost
 
 
-def _read_rows(path: Path) -> dict[str, dict[str, Any]]:
-    """spec JSON → its last measured row (a re-measurement is appended after the first one)."""
-    done: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-                done[row["spec_json"]] = row
-            except (json.JSONDecodeError, KeyError):
-                continue  # a torn last line from a killed run is re-measured
-    return done
-
-
 def _measured_latency_model(path: Path, space: Any, target: Any, precision: str, n: int, seed: int, *,
                             num_classes: int, input_shape: tuple[int, ...], repeats: int,
                             log: Callable[[str], None]) -> LatencyModel:
     """Measure `n` architectures (one JSON line each, appended to `path`, so a killed run keeps what it
     measured), fit the model, re-measure once over 3 fresh sessions every sample the fit misses by more than
     30% (a burst of load on a shared machine spoils single figures), and refit."""
-    done = _read_rows(path)
+    done = {row["spec_json"]: row for row in read_jsonl(path) if "spec_json" in row}  # last line wins
     cost = _analytic(space, num_classes, input_shape)
 
     def measure(spec: ArchSpec, sessions: int, note: str) -> None:

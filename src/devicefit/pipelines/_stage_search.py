@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from devicefit.core import ArchSpec, BudgetError, to_dict
+from devicefit.core import ArchSpec, BudgetError, read_jsonl, to_dict
 
 from ._recipe import recipe_targets
 from ._search_cost import build_cost_model, deployed_precision, utilisation
@@ -43,14 +43,8 @@ class _SubnetScorer:
                  seed: int) -> None:
         self.supernet, self.train, self.val = supernet, train, val
         self.bn_batches, self.batch_size, self.path, self.seed = bn_batches, batch_size, path, seed
-        self.cache: dict[str, float] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                    self.cache[row["spec_json"]] = float(row["val_accuracy"])
-                except (json.JSONDecodeError, KeyError):
-                    continue
+        self.cache = {row["spec_json"]: float(row["val_accuracy"]) for row in read_jsonl(path)
+                      if "spec_json" in row and "val_accuracy" in row}
 
     def __call__(self, spec: ArchSpec) -> float:
         from devicefit import train as T

@@ -4,7 +4,6 @@ kernel 3/5/7 × expansion 3/6 inverted residual or skip, plus one width multipli
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -86,17 +85,8 @@ class MBConvSpace(PositionalSpace):
 
     # -- Space contract -----------------------------------------------------------------------------
 
-    @property
-    def size(self) -> int:
-        return math.prod(len(c) for c in self.choices())
-
     def validate(self, spec: ArchSpec) -> ArchSpec:
-        if not isinstance(spec, ArchSpec) or spec.family != self.name:
-            got = spec.family if isinstance(spec, ArchSpec) else type(spec).__name__
-            raise ConfigError(f"expected an ArchSpec of family {self.name!r}, got {got!r}")
-        extra = sorted(k for k, _ in spec.params if k not in ("ops", "widths"))
-        if extra:
-            raise ConfigError(f"{self.name} spec has unexpected parameter(s) {extra}; expected ops, widths")
+        self._check_params(spec, ("ops", "widths"))
         ops, widths = tuple(spec.get("ops") or ()), tuple(spec.get("widths") or ())
         if len(ops) != self.n_layers or len(widths) != len(self.stages):
             raise ConfigError(f"{self.name} spec needs {self.n_layers} ops and {len(self.stages)} widths, "

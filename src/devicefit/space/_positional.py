@@ -3,13 +3,14 @@ sampling, mutation, crossover and the one-hot encoding follow from `choices()`, 
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from devicefit.core import ArchSpec, check_range
+from devicefit.core import ArchSpec, ConfigError, check_range
 
 from ._base import Space, _check_rng
 
@@ -29,6 +30,19 @@ class PositionalSpace(Space):
 
     @abstractmethod
     def from_values(self, values: Sequence[Any]) -> ArchSpec: ...
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(c) for c in self.choices())
+
+    def _check_params(self, spec: ArchSpec, keys: tuple[str, ...]) -> None:
+        """ConfigError unless `spec` is an ArchSpec of this family with no parameter outside `keys`."""
+        if not isinstance(spec, ArchSpec) or spec.family != self.name:
+            got = spec.family if isinstance(spec, ArchSpec) else type(spec).__name__
+            raise ConfigError(f"expected an ArchSpec of family {self.name!r}, got {got!r}")
+        extra = sorted(k for k, _ in spec.params if k not in keys)
+        if extra:
+            raise ConfigError(f"{self.name} spec has unexpected parameter(s) {extra}; expected {', '.join(keys)}")
 
     def sample(self, rng: np.random.Generator) -> ArchSpec:
         rng = _check_rng(rng)

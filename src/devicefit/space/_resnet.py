@@ -5,7 +5,6 @@ ResNet-20 at its centre; its networks are the zoo's `resnet_cifar` models. Also 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -82,18 +81,9 @@ class ResNetSpace(PositionalSpace):
 
     # -- Space contract -----------------------------------------------------------------------------
 
-    @property
-    def size(self) -> int:
-        return math.prod(len(c) for c in self.choices())
-
     def validate(self, spec: ArchSpec) -> ArchSpec:
         """The canonical spec (int depths, float widths) or ConfigError naming the stage and the value."""
-        if not isinstance(spec, ArchSpec) or spec.family != self.name:
-            got = spec.family if isinstance(spec, ArchSpec) else type(spec).__name__
-            raise ConfigError(f"expected an ArchSpec of family {self.name!r}, got {got!r}")
-        extra = sorted(k for k, _ in spec.params if k not in ("depths", "widths"))
-        if extra:
-            raise ConfigError(f"{self.name} spec has unexpected parameter(s) {extra}; expected depths, widths")
+        self._check_params(spec, ("depths", "widths"))
         n = len(self.stages)
         depths, widths = _as_tuple(spec.get("depths")), _as_tuple(spec.get("widths"))
         if len(depths) != n or len(widths) != n:

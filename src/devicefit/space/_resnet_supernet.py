@@ -6,19 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from devicefit import models
-from devicefit.core import ArchSpec, ConfigError, NotFittedError
+from devicefit.core import ArchSpec, ConfigError
 from devicefit.nn import BasicBlock, ConvBNAct, make_divisible
 
-from ._base import _check_rng, get_space
+from ._base import get_space
 from ._checks import check_image_shape, check_int
 from ._resnet import DEPTH_CHOICES, RESNET_WIDTHS, ResNetSpace
-from ._supernet import ElasticConvBN
+from ._supernet import ElasticConvBN, SinglePathSupernet
 
 __all__ = ["ResNetSupernet"]
 
@@ -54,7 +53,7 @@ class _ElasticBasicBlock(nn.Module):
             self.shortcut.copy_to(block.shortcut)  # type: ignore[arg-type]
 
 
-class ResNetSupernet(nn.Module):
+class ResNetSupernet(SinglePathSupernet):
     """Single-path supernet of a `ResNetSpace` (default "resnet_cifar"); (B, *input_shape) → (B, num_classes).
 
     `set_active(spec)` picks the path `forward` runs (the first depths[s] blocks of stage s, the first
@@ -87,22 +86,6 @@ class ResNetSupernet(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.fc = nn.Linear(c_in, num_classes)
         self.active_: ArchSpec | None = None
-
-    # -- path selection -----------------------------------------------------------------------------
-
-    def set_active(self, spec: ArchSpec) -> ResNetSupernet:
-        self.active_ = self.space.validate(spec)
-        return self
-
-    def sample(self, rng: np.random.Generator) -> ArchSpec:
-        spec = self.space.sample(_check_rng(rng))
-        self.set_active(spec)
-        return spec
-
-    def _active(self) -> ArchSpec:
-        if self.active_ is None:
-            raise NotFittedError("ResNetSupernet has no active path; call set_active(spec) or sample(rng) first")
-        return self.active_
 
     # -- forward ------------------------------------------------------------------------------------
 

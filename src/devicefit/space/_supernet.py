@@ -5,6 +5,7 @@ one set of weights per op at the largest stage width, channels are sliced for na
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from ._base import _check_rng, get_space
 from ._checks import check_image_shape, check_int
 from ._mbconv import ACT, MBCONV_OPS, WIDTH_CHOICES, MBConvNet, MBConvSpace, op_params
 
-__all__ = ["ElasticConvBN", "MBConvSupernet"]
+__all__ = ["ElasticConvBN", "MBConvSupernet", "SinglePathSupernet"]
 
 
 class ElasticConvBN(nn.Module):
@@ -104,7 +105,31 @@ class _SuperLayer(nn.Module):
         return x + y if self.stride == 1 and x.shape[1] == c_out else y
 
 
-class MBConvSupernet(nn.Module):
+class SinglePathSupernet(nn.Module):
+    """Path selection shared by the single-path supernets: `space` (set by the subclass), `active_` (the
+    spec `forward` runs, None until chosen), `set_active(spec)` (validated), `sample(rng)` (uniform; sets
+    and returns it) and `_active()` (NotFittedError while none is chosen)."""
+
+    space: Any
+    active_: ArchSpec | None
+
+    def set_active(self, spec: ArchSpec) -> Self:
+        self.active_ = self.space.validate(spec)
+        return self
+
+    def sample(self, rng: np.random.Generator) -> ArchSpec:
+        spec = self.space.sample(_check_rng(rng))
+        self.set_active(spec)
+        return spec  # type: ignore[no-any-return]
+
+    def _active(self) -> ArchSpec:
+        if self.active_ is None:
+            raise NotFittedError(f"{type(self).__name__} has no active path; call set_active(spec) or "
+                                 "sample(rng) first")
+        return self.active_
+
+
+class MBConvSupernet(SinglePathSupernet):
     """Single-path supernet of an `MBConvSpace` (default "mbconv"); (B, *input_shape) → (B, num_classes).
 
     `set_active(spec)` picks the path `forward` runs; `sample(rng)` draws a uniform spec, activates and
@@ -137,22 +162,6 @@ class MBConvSupernet(nn.Module):
         self.head = ElasticConvBN(c_in, sp.head_channels, 1, 1)
         self.fc = nn.Linear(sp.head_channels, num_classes)
         self.active_: ArchSpec | None = None
-
-    # -- path selection -----------------------------------------------------------------------------
-
-    def set_active(self, spec: ArchSpec) -> MBConvSupernet:
-        self.active_ = self.space.validate(spec)
-        return self
-
-    def sample(self, rng: np.random.Generator) -> ArchSpec:
-        spec = self.space.sample(_check_rng(rng))
-        self.set_active(spec)
-        return spec
-
-    def _active(self) -> ArchSpec:
-        if self.active_ is None:
-            raise NotFittedError("MBConvSupernet has no active path; call set_active(spec) or sample(rng) first")
-        return self.active_
 
     # -- forward ------------------------------------------------------------------------------------
 
