@@ -1,21 +1,29 @@
 """Compression on the zoo's trained CIFAR-10 models, every variant measured side by side in one run.
 
 For each trained run (MobileNetV2 width 0.35, ResNet-8): fp32 ONNX; our int8 PTQ (U8S8 QDQ, per-channel) with
-each calibrator, with bias correction, and per-tensor with and without cross-layer equalization; ONNX Runtime's
-default `quantize_static` recipe as the peer baseline (and its U8S8 per-channel setting); structured pruning
-(L1, fine-tuned, optionally distilled from the unpruned model) alone and followed by int8; unstructured
-magnitude pruning. Each row: test accuracy, file bytes, MACs, and batch-1 ONNX Runtime latency (median over
-interleaved rounds, all models in one process) with its ratio to fp32.
+each calibrator, with bias correction, and per-tensor with and without cross-layer equalization; w4a8 with and
+without AdaRound; ONNX Runtime's default `quantize_static` recipe as the peer baseline (and its U8S8
+per-channel setting); NNCF's default PTQ when `--nncf-python` names a venv that has it; structured pruning
+latency-driven (pruned in rounds until host-ort measures it `--prune-speedup` times faster than fp32, then
+fine-tuned, optionally distilled from the unpruned model) and at a fixed channel ratio, each alone and followed
+by int8; unstructured magnitude pruning; LSQ QAT at 8/4/2 bits and mixed precision (PyTorch, fake-quantized).
+Each ONNX row: test accuracy, file bytes, MACs, and batch-1 ONNX Runtime latency (median over interleaved
+rounds, all models in one process) with its ratio to fp32. A last section times plain convolution stacks of
+growing width in fp32 and int8: the int8 speed-up this CPU allows at all.
 
-    python benchmarks/compression.py --data-dir ../shared/data                # the full run
+    python benchmarks/compression.py --data-dir ../shared/data --runs resnet8-cifar10-full --distill \
+        --qat-epochs 2 --finetune-epochs 4 --prune-steps 1                   # the full run (~45 min, 1 thread)
+    python benchmarks/compression.py --runs mobilenet_v2-cifar10-subset --distill --name compression-mbv2-subset
     python benchmarks/compression.py --quick                                  # a smoke run (minutes)
 
-Writes benchmarks/results/compression{,-quick}.{json,md} atomically. Calibration uses train images only.
+Writes benchmarks/results/<name>.{json,md} atomically (default name compression[-quick]). Calibration uses
+train images only.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import tempfile
 import time
@@ -33,6 +41,7 @@ from devicefit import models as M
 from devicefit import train as T
 from devicefit.compress import (
     INT8_COMPUTE_OPS,
+    LatencyPruneConfig,
     MagnitudeConfig,
     MagnitudePruner,
     PostTrainingQuantizer,
@@ -40,6 +49,7 @@ from devicefit.compress import (
     PTQConfig,
     StructuredPruner,
     evaluate_onnx,
+    prune_to_latency,
     runtime_op_counts,
 )
 from devicefit.core import ArchSpec, atomic_write_json, atomic_write_text, machine_info, read_json
@@ -57,6 +67,12 @@ def load_run(name: str) -> nn.Module:
     model = M.build(ArchSpec.from_dict(read_json(run / "spec.json")))
     T.load_weights(model, run / "model.pt")
     return model.eval()
+
+
+def random_subset(ds: D.ArrayDataset, n: int) -> D.ArrayDataset:
+    """A seeded random subset of `n` items (the files are ordered by class, so a prefix would not do)."""
+    pick = np.random.default_rng(0).permutation(len(ds))[:n]
+    return ds.subset(np.sort(pick))
 
 
 def ptq_variants(quick: bool) -> dict[str, PTQConfig]:
@@ -138,7 +154,8 @@ def finetune_fn(train: D.ArrayDataset, epochs: int, teacher: nn.Module | None) -
     return finetune
 
 
-def interleaved_latency(paths: dict[str, Path], rounds: int, repeats: int) -> dict[str, dict[str, float]]:
+def interleaved_latency(paths: dict[str, Path], rounds: int, repeats: int,
+                        shape: tuple[int, ...] = SHAPE) -> dict[str, dict[str, float]]:
     """Median of per-round medians for every file, rounds interleaved so drift hits all models alike."""
     meds: dict[str, list[float]] = {k: [] for k in paths}
     cvs: dict[str, list[float]] = {k: [] for k in paths}
@@ -146,7 +163,7 @@ def interleaved_latency(paths: dict[str, Path], rounds: int, repeats: int) -> di
         warnings.simplefilter("ignore", RuntimeWarning)  # spread is reported per row instead
         for _ in range(rounds):
             for name, path in paths.items():
-                r = measure_latency(path, "host-ort", input_shape=SHAPE, repeats=repeats, warmup=10, rounds=1,
+                r = measure_latency(path, "host-ort", input_shape=shape, repeats=repeats, warmup=10, rounds=1,
                                     threads=1)
                 meds[name].append(r.median_ms)
                 cvs[name].append(r.cv)
@@ -160,7 +177,7 @@ def bench_model(run: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
     test = D.load_dataset("cifar10", "test", args.data_dir)
     train_full = D.load_dataset("cifar10", "train", args.data_dir)
     if args.n_test:
-        test = test.subset(np.arange(min(args.n_test, len(test))))
+        test = random_subset(test, args.n_test)
     calib_ds = D.calibration_split(train_full, args.n_calib, seed=0)
     calib = D.to_float_tensor(calib_ds, calib_ds.x).numpy()
     rows: dict[str, dict[str, Any]] = {}
@@ -172,7 +189,7 @@ def bench_model(run: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
         rows[name] = {"accuracy": evaluate_onnx(path, test)["accuracy"], "file_bytes": path.stat().st_size,
                       "weight_bytes": weight_bytes(path, bits),
                       "macs": macs, "int8_kernels": sum(v for k, v in ops.items() if k in INT8_COMPUTE_OPS),
-                      "seconds": round(seconds, 1), **(extra or {})}
+                      "seconds": round(seconds, 1), "file": path.name, "order": len(rows), **(extra or {})}
         files[name] = path
         print(f"  {run} {name}: acc {rows[name]['accuracy']:.4f} ({seconds:.0f}s)", flush=True)
 
@@ -193,15 +210,20 @@ def bench_model(run: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
         add("NNCF quantize default", nncf_ptq(args.nncf_python, fp32, tmp / f"{run}-nncf.onnx", calib), macs,
             time.perf_counter() - t0)
     prune_rows(run, model, train_full, calib, args, tmp, add)
-    lat = interleaved_latency(files, args.rounds, args.repeats)
+    time_rows(rows, tmp, args)
+    qat = qat_rows(model, train_full, test, calib, args)
+    return {"run": run, "n_test": len(test), "test_source": test.source, "n_calibration": len(calib), "rows": rows,
+            "qat": qat}
+
+
+def time_rows(rows: dict[str, dict[str, Any]], work: Path, args: argparse.Namespace) -> None:
+    """Time every row's ONNX file (in `work`) interleaved, and set its latency and ratios to fp32."""
+    lat = interleaved_latency({name: work / row["file"] for name, row in rows.items()}, args.rounds, args.repeats)
     base = lat["fp32"]["median_ms"]
     for name, row in rows.items():
         row.update(lat[name], speedup_vs_fp32=base / lat[name]["median_ms"],
                    size_ratio_vs_fp32=rows["fp32"]["file_bytes"] / row["file_bytes"],
                    weight_ratio_vs_fp32=rows["fp32"]["weight_bytes"] / row["weight_bytes"])
-    qat = qat_rows(model, train_full, test, calib, args)
-    return {"run": run, "n_test": len(test), "test_source": test.source, "n_calibration": len(calib), "rows": rows,
-            "qat": qat}
 
 
 def qat_rows(model: nn.Module, train_full: D.ArrayDataset, test: D.ArrayDataset, calib: np.ndarray,
@@ -214,7 +236,7 @@ def qat_rows(model: nn.Module, train_full: D.ArrayDataset, test: D.ArrayDataset,
 
     train, _ = D.split_train_val(train_full, 0.1, seed=0)
     if args.n_finetune:
-        train = train.subset(np.arange(min(args.n_finetune, len(train))))
+        train = random_subset(train, args.n_finetune)
     x = torch.from_numpy(calib[:256])
     names = quant_layers(model)
     sens = layer_sensitivity(model, x[:128], bits=(2, 4, 8))
@@ -228,12 +250,13 @@ def qat_rows(model: nn.Module, train_full: D.ArrayDataset, test: D.ArrayDataset,
         ref = copy.deepcopy(model)
         finetune_fn(train, args.qat_epochs, model)(ref)
         acc = T.evaluate(ref, test)["accuracy"]
-        out["fp32 fine-tuned alike (control)"] = {**out["fp32 (PyTorch)"], "accuracy": acc}
+        out["fp32 fine-tuned alike (control)"] = {**out["fp32 (PyTorch)"], "accuracy": acc, "order": 1}
     for name, cfg in configs.items():
         t0 = time.perf_counter()
         ft = finetune_fn(train, args.qat_epochs, model) if args.qat_epochs else None
         q = LSQQuantizer(cfg).fit(model, x, ft)
-        out[name] = {"accuracy": T.evaluate(q.model, test)["accuracy"], "weight_bytes": layer_bytes(model, q.bits_),
+        out[name] = {"order": len(out), "accuracy": T.evaluate(q.model, test)["accuracy"],
+                     "weight_bytes": layer_bytes(model, q.bits_),
                      "bits": q.bits_, "seconds": round(time.perf_counter() - t0, 1)}
         print(f"  {name}: acc {out[name]['accuracy']:.4f}", flush=True)
     return out
@@ -241,14 +264,36 @@ def qat_rows(model: nn.Module, train_full: D.ArrayDataset, test: D.ArrayDataset,
 
 def prune_rows(run: str, model: nn.Module, train_full: D.ArrayDataset, calib: np.ndarray,
                args: argparse.Namespace, tmp: Path, add: Callable[..., None]) -> None:
+    """Structured pruning two ways: latency-driven (rounds of pruning, each confirmed by measurement on
+    host-ort, until the model runs `--prune-speedup` times faster than fp32, then a final fine-tune) and at a
+    fixed channel ratio; each alone and followed by int8; and unstructured magnitude pruning."""
     train, _ = D.split_train_val(train_full, 0.1, seed=0)
     if args.n_finetune:
-        train = train.subset(np.arange(min(args.n_finetune, len(train))))
+        train = random_subset(train, args.n_finetune)
+    teacher = model if args.distill else None
+    kd = " distilled" if args.distill else ""
+    if args.prune_speedup:
+        t0 = time.perf_counter()
+        base_ms = measure_latency(model, "host-ort", input_shape=SHAPE, repeats=args.repeats, rounds=3,
+                                  threads=1).median_ms
+        goal = base_ms / args.prune_speedup
+        per_round = finetune_fn(train, 1, teacher) if args.finetune_epochs else None
+        cfg = LatencyPruneConfig(latency_ms=goal, repeats=args.repeats, prune=PruneConfig(round_to=8))
+        net, record = prune_to_latency(model, SHAPE, cfg, finetune=per_round)
+        if args.finetune_epochs:
+            finetune_fn(train, args.finetune_epochs, teacher)(net)
+        tag = (f"pruned to 1/{args.prune_speedup:g} latency (measured), "
+               f"{len(record['history']) - 1} round(s) + {args.finetune_epochs} ep{kd} fine-tune")
+        macs = analyze(net, SHAPE).macs
+        add(tag, export_onnx(net, SHAPE, tmp / f"{run}-pruned-lat.onnx", dynamic_batch=True), macs,
+            time.perf_counter() - t0, {"latency_prune": record, "fp32_ms_at_start": base_ms})
+        q = PostTrainingQuantizer(PTQConfig(calibrator="percentile")).calibrate(net, calib, SHAPE)
+        add(tag + " + int8", q.save(tmp / f"{run}-pruned-lat-int8.onnx"), macs, 0.0)
     t0 = time.perf_counter()
-    ft = finetune_fn(train, args.finetune_epochs, model if args.distill else None) if args.finetune_epochs else None
+    ft = finetune_fn(train, args.finetune_epochs, teacher) if args.finetune_epochs else None
     res = StructuredPruner(PruneConfig(ratio=args.prune_ratio, steps=args.prune_steps)).fit(model, SHAPE,
                                                                                              finetune=ft).result_
-    tag = f"pruned {args.prune_ratio:.0%} L1, {args.prune_steps} step(s) x {args.finetune_epochs} ep fine-tune"
+    tag = f"pruned {args.prune_ratio:.0%} L1, {args.prune_steps} step(s) x {args.finetune_epochs} ep{kd} fine-tune"
     add(tag, export_onnx(res.model, SHAPE, tmp / f"{run}-pruned.onnx", dynamic_batch=True), res.macs_after,
         time.perf_counter() - t0, res.to_dict())
     q = PostTrainingQuantizer(PTQConfig(calibrator="percentile")).calibrate(res.model, calib, SHAPE)
@@ -259,16 +304,66 @@ def prune_rows(run: str, model: nn.Module, train_full: D.ArrayDataset, calib: np
         0.0, {k: v for k, v in mag.report_.items() if k != "note"})
 
 
+# Plain convolution stacks (3x3, BN, ReLU) of growing width: how much faster an int8 convolution can be than
+# fp32 on this CPU once per-node overheads no longer matter, i.e. the ceiling for any int8 speed-up here.
+CEILING_SHAPES = ((16, 32), (64, 32), (128, 16), (256, 16), (512, 8))
+
+
+def kernel_ceiling(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """fp32 vs our int8 (U8S8, per-channel) on 5-conv stacks of width c at h×w, timed interleaved."""
+    out = []
+    for width, size in CEILING_SHAPES:
+        torch.manual_seed(0)
+        layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.ReLU()]
+        for _ in range(4):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+        net = nn.Sequential(*layers).eval()
+        shape = (3, size, size)
+        export_onnx(net, shape, tmp / f"ceiling{width}-fp32.onnx", dynamic_batch=True)
+        x = np.random.default_rng(0).random((32, *shape), dtype=np.float32)
+        PostTrainingQuantizer(PTQConfig()).calibrate(net, x, shape).save(tmp / f"ceiling{width}-int8.onnx")
+        out.append({"width": width, "size": size, "macs": analyze(net, shape).macs})
+    time_ceiling(out, tmp, args)
+    return out
+
+
+def time_ceiling(rows: list[dict[str, Any]], work: Path, args: argparse.Namespace) -> None:
+    for r in rows:
+        files = {p: work / f"ceiling{r['width']}-{p}.onnx" for p in ("fp32", "int8")}
+        lat = interleaved_latency(files, args.rounds, max(10, args.repeats // 4), (3, r["size"], r["size"]))
+        fp, q = lat["fp32"]["median_ms"], lat["int8"]["median_ms"]
+        r.update(fp32_ms=fp, int8_ms=q, speedup=fp / q, fp32_gmacs_per_s=r["macs"] / fp / 1e6,
+                 int8_gmacs_per_s=r["macs"] / q / 1e6)
+        print(f"  ceiling c={r['width']} {r['size']}x{r['size']}: x{r['speedup']:.2f}", flush=True)
+
+
+def retime(path: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Re-time a finished result's ONNX files (kept in `work`) with this run's rounds/repeats: for a quieter
+    moment than the one the accuracy work ran in. Accuracy, sizes and MACs are kept."""
+    result = read_json(path)
+    result.update(rounds=args.rounds, repeats=args.repeats, retimed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    for m in result["models"]:
+        time_rows(m["rows"], work, args)
+    if result.get("kernel_ceiling"):
+        time_ceiling(result["kernel_ceiling"], work, args)
+    return result
+
+
 ONNX_HEADER = ("| variant | test acc. | Δ acc. (pt) | file bytes | weight bytes | weights × smaller | MACs | "
                "int8 kernels | latency ms (p10–p90) | speed-up × |")
 QAT_NOTE = ("QAT (LSQ) and mixed precision, simulated in PyTorch (fake quantization; ONNX Runtime has no "
             "sub-8-bit kernels to time):")
 
 
+def in_order(rows: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Rows in the order they were made (JSON files store keys sorted)."""
+    return sorted(rows.items(), key=lambda kv: kv[1].get("order", 0))
+
+
 def onnx_table(m: dict[str, Any]) -> list[str]:
     lines = [ONNX_HEADER, "|---|" + "---:|" * 9]
     base = m["rows"]["fp32"]["accuracy"]
-    for name, r in m["rows"].items():
+    for name, r in in_order(m["rows"]):
         lines.append(f"| {name} | {100 * r['accuracy']:.2f}% | {100 * (r['accuracy'] - base):+.2f} | "
                      f"{r['file_bytes']:,} | {r['weight_bytes']:,} | {r['weight_ratio_vs_fp32']:.2f} | "
                      f"{r['macs']:,} | {r['int8_kernels']} | {r['median_ms']:.3f} ({r['p10_ms']:.3f}–"
@@ -279,7 +374,7 @@ def onnx_table(m: dict[str, Any]) -> list[str]:
 def qat_table(m: dict[str, Any]) -> list[str]:
     lines = [QAT_NOTE, "", "| variant | test acc. | Δ acc. (pt) | weight bytes |", "|---|---:|---:|---:|"]
     base = m["qat"]["fp32 (PyTorch)"]["accuracy"]
-    for name, r in m["qat"].items():
+    for name, r in in_order(m["qat"]):
         lines.append(f"| {name} | {100 * r['accuracy']:.2f}% | {100 * (r['accuracy'] - base):+.2f} | "
                      f"{r['weight_bytes']:,.0f} |")
     return lines
@@ -290,7 +385,9 @@ def markdown(result: dict[str, Any]) -> str:
              f"Machine: {result['machine'].get('cpu_model', '?')}, flags {result['machine'].get('cpu_flags')}; "
              f"ONNX Runtime CPU, 1 thread, batch 1. Latency: median of {result['rounds']} interleaved rounds "
              f"of {result['repeats']} timed runs after 10 warm-ups (p10/p90 over the round medians). "
-             f"Accuracy: ONNX Runtime on the test split; calibration: train images only.", ""]
+             f"Accuracy: ONNX Runtime on the test split; calibration: train images only."
+             + (f" Latencies re-timed at {result['retimed_at']} (a quiet moment), accuracies from the run."
+                if result.get("retimed_at") else ""), ""]
     for m in result["models"]:
         lines += [f"## {m['run']} ({m['n_test']} test images: {m['test_source']}; {m['n_calibration']} "
                   "calibration images)", "", *onnx_table(m), "", *qat_table(m), ""]
@@ -299,6 +396,18 @@ def markdown(result: dict[str, Any]) -> str:
               "and latency equal the int8 rows'.", "",
               "Unstructured pruning zeroes weights but the dense runtime still multiplies them: its latency is "
               "the fp32 model's; only sparse storage (see JSON: sparse_bytes vs dense_bytes) would shrink it.", ""]
+    if result.get("kernel_ceiling"):
+        lines += ["## int8 vs fp32 convolution ceiling on this CPU", "",
+                  "Plain stacks of five 3×3 convolutions (BN, ReLU) of growing width, fp32 vs our int8 (U8S8 "
+                  "per-channel QDQ), timed interleaved as above. Wide layers show what an int8 convolution "
+                  "can gain here once per-node overheads stop mattering.", "",
+                  "| width | input | MACs | fp32 ms | int8 ms | int8 speed-up × | fp32 GMAC/s | int8 GMAC/s |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in result["kernel_ceiling"]:
+            lines.append(f"| {r['width']} | {r['size']}×{r['size']} | {r['macs']:,} | {r['fp32_ms']:.3f} | "
+                         f"{r['int8_ms']:.3f} | {r['speedup']:.2f} | {r['fp32_gmacs_per_s']:.1f} | "
+                         f"{r['int8_gmacs_per_s']:.1f} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -312,23 +421,39 @@ def main() -> None:
     p.add_argument("--n-finetune", type=int, default=0, help="limit the fine-tune images (0 = all)")
     p.add_argument("--prune-ratio", type=float, default=0.5)
     p.add_argument("--prune-steps", type=int, default=2)
+    p.add_argument("--prune-speedup", type=float, default=2.2,
+                   help="latency-driven pruning goal: fp32 latency / this (0 = skip that row)")
     p.add_argument("--finetune-epochs", type=int, default=5)
     p.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
     p.add_argument("--qat-epochs", type=int, default=3, help="LSQ fine-tune epochs (0 = none)")
     p.add_argument("--nncf-python", help="python of a venv with nncf installed: adds NNCF's default PTQ")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--repeats", type=int, default=100)
+    p.add_argument("--no-ceiling", action="store_true", help="skip the int8-vs-fp32 kernel ceiling section")
+    p.add_argument("--work-dir", help="keep the ONNX files here (default: a temporary folder)")
+    p.add_argument("--retime", action="store_true",
+                   help="only re-time the files a finished run kept in --work-dir and rewrite its results")
+    p.add_argument("--name", default="", help="results file stem (default compression[-quick])")
     args = p.parse_args()
     if args.quick:
         args.n_test, args.n_calib, args.n_finetune = args.n_test or 500, 128, args.n_finetune or 1000
         args.finetune_epochs, args.rounds, args.repeats, args.prune_steps = 1, 3, 30, 1
-        args.qat_epochs = 1
+        args.qat_epochs, args.prune_speedup = 1, args.prune_speedup and 1.5
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory(prefix="devicefit-bench-") as tmp:
-        models = [bench_model(run, args, Path(tmp)) for run in args.runs]
-    result = {"quick": args.quick, "args": vars(args), "machine": machine_info(), "rounds": args.rounds,
-              "repeats": args.repeats, "models": models}
-    stem = "compression-quick" if args.quick else "compression"
+    stem = args.name or ("compression-quick" if args.quick else "compression")
+    if args.retime:
+        if not args.work_dir:
+            p.error("--retime needs --work-dir: the folder the run kept its ONNX files in")
+        result = retime(RESULTS / f"{stem}.json", Path(args.work_dir), args)
+    else:
+        with contextlib.ExitStack() as stack:
+            work = (Path(args.work_dir) if args.work_dir else
+                    Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="devicefit-bench-"))))
+            work.mkdir(parents=True, exist_ok=True)
+            models = [bench_model(run, args, work) for run in args.runs]
+            ceiling = [] if args.no_ceiling else kernel_ceiling(args, work)
+        result = {"quick": args.quick, "args": vars(args), "machine": machine_info(), "rounds": args.rounds,
+                  "repeats": args.repeats, "models": models, "kernel_ceiling": ceiling}
     atomic_write_json(RESULTS / f"{stem}.json", result)
     atomic_write_text(RESULTS / f"{stem}.md", markdown(result))
     print(markdown(result))

@@ -159,11 +159,11 @@ def test_plans() -> None:
     n = len(weight_layers(net))
     assert n == 10 and weight_layers(net)[0].bn_name is not None and weight_layers(net)[-1].bn_name is None
     full = plan_updates(net, SchemeConfig("full"))
-    assert set(full.weights) == set(range(n)) and full.bn_batch_stats == frozenset(range(n))
+    assert set(full.weights) == set(range(n)) and full.bn_affine == frozenset(range(n))
     last = plan_updates(net, SchemeConfig("last-k", last_k=3))
     assert set(last.weights) == {7, 8, 9}
     bias = plan_updates(net, SchemeConfig("bias"))
-    assert set(bias.weights) == {9} and bias.biases == frozenset(range(n)) and not bias.bn_batch_stats
+    assert set(bias.weights) == {9} and bias.biases == frozenset(range(n)) and not bias.bn_affine
     sparse = plan_updates(net, SchemeConfig("sparse", layers=(-1, 3), layer_ratios=(1.0, 0.25), bias_layers=2))
     assert sparse.weights == {9: 1.0, 3: 0.25} and sparse.biases == frozenset({8, 9})
 
@@ -179,6 +179,29 @@ def test_lean_schemes_cost_less_than_full() -> None:
     assert full.optimizer_state_bytes == full.gradient_bytes  # SGD momentum: one slot
 
 
+@pytest.mark.parametrize("bn_stats", ["running", "batch"])
+def test_bn_stats_option_of_full_fine_tuning(bn_stats: str) -> None:
+    """'running': BN normalises with its running statistics, which stay put, while γ/β train; 'batch' (the
+    default): stock train-mode BN (batch statistics, running statistics updated). Both restore to stock BN."""
+    net, shape = _dscnn()
+    prepared = prepare(net, SchemeConfig("full", bn_stats=bn_stats)).train()
+    bn_name = weight_layers(net)[0].bn_name
+    before = {k: v.clone() for k, v in net.get_submodule(bn_name).state_dict().items()}
+    opt = torch.optim.SGD([p for p in prepared.parameters() if p.requires_grad], lr=0.1)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn((8, *shape), generator=g) * 3 + 1, torch.randint(0, 10, (8,), generator=g)
+    out = prepared(x)
+    F.cross_entropy(out, y).backward()
+    opt.step()
+    stock = restore(prepared).get_submodule(bn_name)
+    assert type(stock) is nn.BatchNorm2d
+    moved = not torch.equal(stock.running_mean, before["running_mean"])
+    assert moved == (bn_stats == "batch")
+    assert not torch.equal(stock.weight, before["weight"]) and not torch.equal(stock.bias, before["bias"])
+    if bn_stats == "running":  # the forward equals the eval-mode network's: batch statistics play no part
+        assert torch.allclose(out, net.eval()(x), atol=1e-5)
+
+
 def test_bad_scheme_configs() -> None:
     with pytest.raises(ConfigError, match="update scheme"):
         SchemeConfig("everything")
@@ -190,6 +213,8 @@ def test_bad_scheme_configs() -> None:
         SchemeConfig("sparse", layers=(1, 2), layer_ratios=(0.5,))
     with pytest.raises(ConfigError, match="mask_bits"):
         SchemeConfig("bias", mask_bits=4)
+    with pytest.raises(ConfigError, match="bn_stats"):
+        SchemeConfig("full", bn_stats="ema")
     net, _ = _dscnn()
     with pytest.raises(ConfigError, match="sparse layers"):
         prepare(net, SchemeConfig("sparse", layers=(10,)))

@@ -107,6 +107,23 @@ def test_analytic_costs_equal_the_built_network(name: str) -> None:
     assert const > 0 and np.nanmin(table[:, :-1]) > 0
 
 
+
+@pytest.mark.parametrize("name", NAMES)
+def test_space_cost_contract_matches_analyze_and_spans_smallest_to_largest(name: str) -> None:
+    """`analytic_cost` and `largest` as the search stage uses them (as for `resnet_cifar`)."""
+    space = get_space(name)
+    costs = {}
+    for label, spec in (("small", space.smallest()), ("large", space.largest()),
+                        ("sample", space.sample(np.random.default_rng(5)))):
+        report = analyze(space.build(spec), space.input_shape)
+        cost = space.analytic_cost(spec)
+        assert cost == {"params": report.params, "macs": report.macs, "param_bytes_int8": report.param_bytes,
+                        "peak_activation_bytes_int8": report.peak_activation_bytes}
+        costs[label] = cost
+    assert space.validate(space.largest()) == space.largest()
+    for key in ("params", "macs", "peak_activation_bytes_int8"):
+        assert costs["small"][key] <= costs["sample"][key] <= costs["large"][key]
+
 def _trained_supernet(space: MBConvSpace) -> MBConvSupernet:
     torch.manual_seed(0)
     net = MBConvSupernet(space, num_classes=5)

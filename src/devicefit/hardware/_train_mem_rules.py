@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from devicefit.core import Registry, UnsupportedOpError
@@ -217,20 +218,49 @@ def _index_select(op: OpInfo) -> Sequence[SavedRef]:
     return (SavedRef.input(1),) if len(op.input_shapes) > 1 else ()  # the index (a buffer in the zoo)
 
 
-def conv_workspace(op: OpInfo, conv: nn.Module | None, *, weight_grad: bool) -> Workspace:
-    """A CPU (oneDNN) conv2d. Forward writes a blocked-layout output before reordering it to the plain one,
-    and first reorders an input of 8+ channels (depthwise too) to the blocked layout: the larger of the two is
-    live on top of input and output. Backward computes a blocked input gradient from a reordered output
-    gradient (the larger of an input- and an output-sized buffer on top of both gradients); with a weight
-    gradient the input is reordered too (input- plus output-sized)."""
+def _native_pointwise(op: OpInfo, conv: nn.Module | None) -> bool:
+    """A dense 1×1 conv with stride and dilation 1 that CPU PyTorch runs without oneDNN: its dispatch
+    (`ConvParams::use_mkldnn`) keeps such a conv on the native GEMM path, on the plain layout, when the batch
+    is under 16 and torch runs on one thread."""
+    batch = op.input_shapes[0][0] if op.input_shapes and op.input_shapes[0] else 1
+    return (isinstance(conv, nn.Conv2d) and conv.groups == 1 and tuple(conv.kernel_size) == (1, 1)
+            and tuple(conv.stride) == (1, 1) and tuple(conv.dilation) == (1, 1)
+            and batch < 16 and torch.get_num_threads() == 1)
+
+
+def conv_workspace(op: OpInfo, conv: nn.Module | None, *, weight_grad: bool,
+                   input_grad_by_transpose: bool = False) -> Workspace:
+    """A CPU conv2d, as measured with the profiler (1 thread, batch 8-32, 1-64 channels, stride 1-2, dense,
+    grouped and depthwise; the input I and output O in bytes).
+
+    oneDNN forward: a blocked-layout output is reordered to the plain one, and an input of 8+ channels is
+    first reordered to the blocked layout: max(I, O) on top of input and output (O alone for fewer
+    channels). oneDNN backward, on top of the output gradient, the input gradient and the weight gradient:
+    the input gradient alone needs max(I, O) (blocked gradients), plus I more for a strided dense conv;
+    with a weight gradient the input is reordered too: I + O (+ O when a strided dense conv also makes its
+    input gradient). A pointwise conv on the native path (`_native_pointwise`) needs nothing, in forward
+    and backward, except when its input gradient is made by a transposed conv (`input_grad_by_transpose`,
+    as `FrozenConv2d` does): then an I-sized buffer.
+    """
+    if _native_pointwise(op, conv):
+        grad_in = bool(op.inputs_require_grad and op.inputs_require_grad[0])
+        return Workspace(0, 4 * op.input_numel if grad_in and input_grad_by_transpose else 0)
     in_bytes, out_bytes = 4 * op.input_numel, 4 * op.output_numel
+    input_grad = bool(op.inputs_require_grad and op.inputs_require_grad[0])
+    strided_dense = getattr(conv, "groups", 1) == 1 and max(getattr(conv, "stride", (1,))) > 1
     reorder_in = in_bytes if getattr(conv, "in_channels", 0) >= 8 else 0
-    backward = in_bytes + out_bytes if weight_grad else max(in_bytes, out_bytes)
+    if weight_grad:
+        backward = in_bytes + out_bytes + (out_bytes if input_grad and strided_dense else 0)
+    elif input_grad:
+        backward = max(in_bytes, out_bytes) + (in_bytes if strided_dense else 0)
+    else:
+        backward = 0
     return Workspace(max(reorder_in, out_bytes), backward)
 
 
-@register_workspace_rule(nn.Flatten, nn.Identity, "add", "flatten", "view", "reshape", "getitem")
+@register_workspace_rule(nn.Flatten, nn.Identity, "add", "cat", "flatten", "view", "reshape", "getitem")
 def _pass_through(op: OpInfo) -> Workspace:
+    """Backward hands the output gradient on (add: the tensor itself to every input; cat: views of it)."""
     return Workspace(passes_grad=True)
 
 

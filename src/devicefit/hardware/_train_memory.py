@@ -56,7 +56,9 @@ class TrainMemoryReport:
     until that module returns, since the caller's frame holds it (eager PyTorch, not the liveness
     minimum). backward_peak_bytes: the most live at one backward op, walking the ops in reverse: saved
     tensors not yet released (autograd frees them once their earliest user's backward ran), gradients
-    of the parameters reached so far, and the op's working memory.
+    of the parameters reached so far, gradients still waiting for other users (the first of a tensor
+    taken by several ops, which the later ones are added to in place; one that add or cat handed on by
+    reference to several inputs), and the op's working memory.
     """
 
     batch_size: int
@@ -158,13 +160,14 @@ class _Walk:
         self.order = {n: i for i, n in enumerate(gm.graph.nodes)}
         self.layers: list[LayerTrainMemory] = []
         self.fwd_scratch: dict[int, int] = {}  # step → forward workspace bytes
-        # per backward op: step, working bytes, its parameters' gradient bytes, inputs whose gradient it adds
-        self.bwd_steps: list[tuple[int, int, int, tuple[fx.Node, ...]]] = []
-        self.passes_grad: dict[fx.Node, bool] = {}
+        # per backward op: step, working bytes, its parameters' gradient bytes
+        self.bwd_steps: list[tuple[int, int, int]] = []
+        # gradients an op hands on by reference to 2+ inputs: (its step, the inputs' steps, bytes)
+        self.shared_grads: list[tuple[int, tuple[int, ...], int]] = []
 
     @property
     def working_bytes(self) -> int:
-        return max((w for _, w, _, _ in self.bwd_steps), default=0)
+        return max((w for _, w, _ in self.bwd_steps), default=0)
 
     def run(self) -> None:
         for node in self.gm.graph.nodes:
@@ -196,27 +199,32 @@ class _Walk:
             grad_args = [a for a, rg in zip(args, in_rg, strict=True) if rg]
             grads_in = 0 if space.passes_grad else sum(_nbytes(a) for a in grad_args)
             working = _nbytes(node) + grads_in + space.backward_bytes
-            accumulated = tuple(a for a in grad_args if self._accumulates(a, node))
-            self.bwd_steps.append((self.order[node], working, _param_bytes(params), accumulated))
-        self.passes_grad[node] = space.passes_grad
+            self.bwd_steps.append((self.order[node], working, _param_bytes(params)))
+            self._share(node, grad_args, space.passes_grad)
         n_params = sum(p.numel() for p in params)
         self.layers.append(LayerTrainMemory(node.name, info.name, info.output_shape, saved, _param_bytes(params),
                                             self.slots * _param_bytes(params), n_params))
 
+    def _share(self, node: fx.Node, grad_args: list[fx.Node], passes_grad: bool) -> None:
+        """An op that hands its output gradient on by reference to 2+ inputs (add: the tensor itself, to inputs
+        of its own shape; cat: views of it) keeps that one storage alive until the last of their backward
+        ops has run (the others run in between)."""
+        whole = node.op == "call_function" and _op_name(node, None) == "cat"
+        same = [a for a in grad_args
+                if a.op not in ("placeholder", "get_attr") and (whole or _shape(a) == _shape(node))]
+        # an input taken by other ops too holds this tensor as its pending gradient (`_pending_grad_bytes`)
+        own = tuple(self.order[a] for a in same if not self._fan_out(a))
+        if passes_grad and len(same) > 1 and own:
+            self.shared_grads.append((self.order[node], own, _nbytes(node)))
+
+    def _shared_grad_bytes(self, step: int) -> int:
+        """Shared gradients alive at backward `step` and not already counted as that step's output gradient."""
+        return sum(nbytes for at, users, nbytes in self.shared_grads if min(users) < step < at and step not in users)
+
     def _fan_out(self, node: fx.Node) -> bool:
         """True when several ops take `node`'s gradient: autograd holds the first to arrive until the next
-        one is added (see `_pending_grad_bytes`), and the sum is a new buffer."""
+        one is added to it (in place: the held tensor is autograd's alone, so no new buffer is made)."""
         return sum(1 for u in node.users if u.op != "output") > 1
-
-    def _accumulates(self, arg: fx.Node, user: fx.Node) -> bool:
-        """True when `user`'s gradient for `arg` is added to one already made by a later op."""
-        return self._fan_out(arg) and self.order[user] < max(self.order[u] for u in arg.users)
-
-    def _sum_bytes(self, accumulated: tuple[fx.Node, ...]) -> int:
-        """The sums autograd makes as new buffers: the gradient already held was made by an op of its
-        own (a conv's input gradient); one handed on by reference (add's) is added to in place."""
-        return sum(_nbytes(a) for a in accumulated
-                   if not self.passes_grad.get(max(a.users, key=lambda u: self.order[u]), False))
 
     def _pending_grad_bytes(self, step: int) -> int:
         """Gradients of fanned-out tensors made by a later op's backward and not yet consumed at `step`."""
@@ -282,10 +290,11 @@ class _Walk:
         """Peak over backward ops, in reverse order, of the saved storages not yet released + parameter
         gradients made so far + the op's working memory (output gradient, input gradients, workspace)."""
         peak, grads = 0, 0
-        for step, working, grad_bytes, accumulated in sorted(self.bwd_steps, key=lambda s: -s[0]):
+        for step, working, grad_bytes in sorted(self.bwd_steps, key=lambda s: -s[0]):
             grads += grad_bytes
             held = sum(nbytes for at, nbytes in self.saved.values() if at <= step)
-            peak = max(peak, held + grads + working + self._sum_bytes(accumulated) + self._pending_grad_bytes(step))
+            pending = self._pending_grad_bytes(step) + self._shared_grad_bytes(step)
+            peak = max(peak, held + grads + working + pending)
         return peak
 
     def _loss(self, node: fx.Node) -> None:
@@ -297,7 +306,7 @@ class _Walk:
         nbytes = _nbytes(logits) + 8 * shape[0] + 4  # + the fp32 total-weight scalar
         step = len(self.order)
         self.saved[("loss", 0)] = (step, nbytes)
-        self.bwd_steps.append((step, 2 * _nbytes(logits), 0, ()))
+        self.bwd_steps.append((step, 2 * _nbytes(logits), 0))
         self.layers.append(LayerTrainMemory(LOSS_NAME, LOSS_NAME, shape, nbytes, 0, 0, 0))
 
 
@@ -329,6 +338,8 @@ def train_memory(model: nn.Module, input_shape: Sequence[int], *, batch_size: in
     `requires_grad`, which modules are in train mode and which (memory-lean) modules it holds decide the
     figures. Cross-entropy on the output is assumed. The model is traced with torch.fx and run once on
     zeros in eval mode under no_grad to get shapes (its modes and weights are left as they were).
+    Working buffers are those of CPU PyTorch at this process's torch thread count (which conv kernel
+    runs, and so which reorder buffers it needs, depends on it and on the batch size).
 
     Raises `UnsupportedOpError` for an op without a saved-tensor rule or a model fx cannot trace.
     """

@@ -52,7 +52,8 @@ class AdaptJobConfig:
     `select_val_fraction` of the adaptation part scores the selector's probes. scheme: one of
     `ADAPT_SCHEMES` ("auto" = the budgeted selector); budget_kib: the training-memory budget (saved
     activations + gradients + optimizer state at `train.batch_size`), required for "auto", checked for
-    the others. last_k, layers, channel_ratio, bias_layers, mask_bits: see `SchemeConfig`.
+    the others. last_k, layers, channel_ratio, bias_layers, mask_bits, bn_stats: see `SchemeConfig`
+    (bn_stats "running" adapts "full"/"last-k" with BatchNorm at its running statistics).
     """
 
     source_run: str = ""
@@ -67,6 +68,7 @@ class AdaptJobConfig:
     channel_ratio: float = 1.0
     bias_layers: int = -1
     mask_bits: int = 1
+    bn_stats: str = "batch"
     probe_epochs: int = 2
     train: TrainConfig = _ADAPT_TRAIN
     run_dir: str | None = None
@@ -128,7 +130,7 @@ def _scheme_for(cfg: AdaptJobConfig) -> Any:
     from devicefit.train import SchemeConfig
 
     return SchemeConfig(cfg.scheme, last_k=cfg.last_k, layers=cfg.layers, channel_ratio=cfg.channel_ratio,
-                        bias_layers=cfg.bias_layers, mask_bits=cfg.mask_bits)
+                        bias_layers=cfg.bias_layers, mask_bits=cfg.mask_bits, bn_stats=cfg.bn_stats)
 
 
 def _choose(cfg: AdaptJobConfig, model: Any, adapt_ds: Any, shape: tuple[int, ...], classes: int,

@@ -4,6 +4,7 @@ evolution, HSCoNAS constrained evolution) and LightNAS differentiable search; ob
 from ._channels import scale_channels
 from ._evolution import RegularizedEvolution
 from ._hsconas import ConstrainedEvolution
+from ._latency_table import LatencyTable, LatencyTableConfig, sample_calibration_specs
 from ._lightnas import LightNAS, LightNASConfig, LinearCost
 from ._pareto import pareto_front
 from ._positional import Positional, positional
@@ -18,6 +19,8 @@ __all__ = [
     "ConstrainedEvolution",
     "Constraint",
     "Evaluated",
+    "LatencyTable",
+    "LatencyTableConfig",
     "LightNAS",
     "LightNASConfig",
     "LinearCost",
@@ -38,6 +41,7 @@ __all__ = [
     "positional",
     "register_strategy",
     "run_search",
+    "sample_calibration_specs",
     "scale_channels",
     "storage_url",
 ]

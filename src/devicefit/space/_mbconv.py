@@ -116,6 +116,27 @@ class MBConvSpace(PositionalSpace):
         ops = tuple("k3_e3" if first else "skip" for _, first in self.layer_stage())
         return ArchSpec(self.name, {"ops": ops, "widths": tuple(WIDTH_CHOICES[0] for _ in self.stages)})
 
+    def largest(self) -> ArchSpec:
+        """Every layer k7_e6 at the widest width of every stage (the supernet's shape)."""
+        return ArchSpec(self.name, {"ops": tuple("k7_e6" for _ in range(self.n_layers)),
+                                    "widths": tuple(WIDTH_CHOICES[-1] for _ in self.stages)})
+
+    def analytic_cost(self, spec: ArchSpec, *, num_classes: int = 10,
+                      input_shape: Sequence[int] | None = None) -> dict[str, int]:
+        """{params, macs, param_bytes_int8, peak_activation_bytes_int8} of `spec`'s network at batch 1: params
+        and MACs from the exact cost tables, the int8 peak activation from `nn.analyze` of the built network
+        (a few ms; callers cache)."""
+        from devicefit.nn import analyze
+
+        from ._mbconv_cost import mbconv_cost  # that module imports this one
+
+        shape = tuple(input_shape or self.input_shape)
+        params = int(mbconv_cost(self, spec, metric="params", num_classes=num_classes, input_shape=shape))
+        macs = int(mbconv_cost(self, spec, metric="macs", num_classes=num_classes, input_shape=shape))
+        report = analyze(self.build(spec, num_classes=num_classes, input_shape=shape), shape)
+        return {"params": params, "macs": macs, "param_bytes_int8": report.param_bytes,
+                "peak_activation_bytes_int8": report.peak_activation_bytes}
+
 
 class MBConvNet(nn.Module):
     """The static network of one MBConv spec (plain `ConvBNAct` / `InvertedResidual` modules, no search code);

@@ -167,7 +167,8 @@ class FoldedBN(nn.Module):
 
 class FrozenStatsBN(nn.Module):
     """Stock BatchNorm2d held in eval mode (running statistics) whatever `train()` says: what a stock
-    bias-only update does. It still saves its input for backward."""
+    bias-only update does, and how γ/β train under `SchemeConfig(bn_stats="running")`. It still saves
+    its input for backward (not the batch mean and inverse std that train mode adds)."""
 
     def __init__(self, bn: nn.BatchNorm2d) -> None:
         super().__init__()
@@ -253,4 +254,5 @@ def _mask_workspace(op: OpInfo) -> Workspace:
 
 @register_workspace_rule(FrozenConv2d, SparseConv2d)
 def _wrapped_conv_workspace(op: OpInfo) -> Workspace:
-    return conv_workspace(op, getattr(op.module, "conv", None), weight_grad=isinstance(op.module, SparseConv2d))
+    sparse = isinstance(op.module, SparseConv2d)  # a frozen conv makes its input gradient by a transposed conv
+    return conv_workspace(op, getattr(op.module, "conv", None), weight_grad=sparse, input_grad_by_transpose=not sparse)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from devicefit.core import ConfigError, Registry, check_range
+from devicefit.core import ConfigError, Registry, check_choice, check_range
 
 from ._ondevice_ops import FoldedBN, FrozenConv2d, FrozenStatsBN, MaskReLU, SparseConv2d
 
@@ -36,12 +36,13 @@ class WeightLayer:
 class UpdatePlan:
     """weights: layer index → fraction of output channels whose weights train (1.0 = all; a Linear
     always trains whole);
-    biases: layers whose bias (their own or their BN's shift) trains; bn_batch_stats: layers whose BN
-    trains γ and β with batch statistics (stock train-mode BN; the others sit at running statistics)."""
+    biases: layers whose bias (their own or their BN's shift) trains; bn_affine: layers whose BN trains
+    γ and β as a stock BatchNorm2d (normalising with the running statistics or with batch statistics, as
+    `SchemeConfig.bn_stats` says; the other BNs sit at running statistics, folded when lean)."""
 
     weights: dict[int, float] = field(default_factory=dict)
     biases: frozenset[int] = frozenset()
-    bn_batch_stats: frozenset[int] = frozenset()
+    bn_affine: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ class SchemeConfig:
     many last layers train their biases ("sparse"; -1 = all). lean: use the
     memory-lean ops (mask activations, frozen conv saving nothing, folded BN); None = the scheme's
     default (off for "full" and "last-k", which show stock PyTorch). mask_bits: 1 or 8.
+    bn_stats: how a BatchNorm whose γ/β train ("full", "last-k") normalises during adaptation: "batch"
+    (default; stock train-mode BN: batch statistics, running statistics re-estimated on the new data) or
+    "running" (eval-mode BN at the frozen running statistics, as TinyTL and MCUNetV3 adapt). Measured in
+    `benchmarks/ondevice.py` (CIFAR shift, batch 8, SGD momentum 0.9): "running" made full fine-tuning
+    diverge at lr 0.01 (no normalisation left to absorb the weights' scale) and scored below "batch" at
+    lr 0.001, which is why "batch" is the default. The lean schemes fold every BN at running statistics.
     """
 
     name: str = "bias"
@@ -64,9 +71,11 @@ class SchemeConfig:
     bias_layers: int = -1
     lean: bool | None = None
     mask_bits: int = 1
+    bn_stats: str = "batch"
 
     def __post_init__(self) -> None:
         SCHEMES.get(self.name)  # raises naming the known schemes
+        check_choice("bn_stats", self.bn_stats, BN_STATS)
         if not isinstance(self.last_k, int) or self.last_k < 1:
             raise ConfigError(f"last_k must be an int >= 1, got {self.last_k!r}")
         for ratio in (self.channel_ratio, *self.layer_ratios):
@@ -84,6 +93,7 @@ class SchemeConfig:
         object.__setattr__(self, "layer_ratios", tuple(float(r) for r in self.layer_ratios))
 
 
+BN_STATS = ("running", "batch")
 SchemeFn = Callable[[SchemeConfig, list[WeightLayer]], UpdatePlan]
 Transform = Callable[[nn.Module, SchemeConfig], None]
 
@@ -131,7 +141,7 @@ def _last(n: int, count: int) -> range:
 @register_scheme("full", lean=False)
 def _full(cfg: SchemeConfig, layers: list[WeightLayer]) -> UpdatePlan:
     every = frozenset(range(len(layers)))
-    return UpdatePlan({i: 1.0 for i in every}, every, every)
+    return UpdatePlan({i: 1.0 for i in every}, every, every)  # BN affine too
 
 
 @register_scheme("last-k", lean=False)
@@ -174,7 +184,7 @@ def _top_channels(conv: nn.Conv2d, ratio: float) -> list[int]:
     return sorted(norms.argsort(descending=True)[:k].tolist())
 
 
-def _apply_layer(net: nn.Module, layer: WeightLayer, plan: UpdatePlan, lean: bool) -> None:
+def _apply_layer(net: nn.Module, layer: WeightLayer, plan: UpdatePlan, lean: bool, bn_stats: str) -> None:
     mod = net.get_submodule(layer.name)
     ratio = plan.weights.get(layer.index, 0.0)
     trains_bias = layer.index in plan.biases
@@ -189,9 +199,12 @@ def _apply_layer(net: nn.Module, layer: WeightLayer, plan: UpdatePlan, lean: boo
     if layer.bn_name is None:
         return
     bn = net.get_submodule(layer.bn_name)
-    if layer.index in plan.bn_batch_stats:
-        bn.weight.requires_grad_(True)
-        bn.bias.requires_grad_(True)
+    if layer.index in plan.bn_affine:
+        if bn.affine:
+            bn.weight.requires_grad_(True)
+            bn.bias.requires_grad_(True)
+        if bn_stats == "running":
+            _set(net, layer.bn_name, FrozenStatsBN(bn))
     elif lean:
         _set(net, layer.bn_name, FoldedBN(bn, train_shift=trains_bias))
     else:
@@ -201,7 +214,8 @@ def _apply_layer(net: nn.Module, layer: WeightLayer, plan: UpdatePlan, lean: boo
 
 def prepare(model: nn.Module, cfg: SchemeConfig) -> nn.Module:
     """A copy of `model` ready to train under scheme `cfg` (the original is not touched): parameters
-    outside the plan frozen, frozen BatchNorms at running statistics, and with `cfg.lean` (or the
+    outside the plan frozen, BatchNorms at running statistics (those whose γ/β train too when
+    `cfg.bn_stats` is "running"), and with `cfg.lean` (or the
     scheme's default) the memory-lean ops swapped in. Raises `ConfigError` for a bad plan."""
     scheme = SCHEMES.get(cfg.name)
     lean = scheme.lean if cfg.lean is None else cfg.lean
@@ -210,7 +224,7 @@ def prepare(model: nn.Module, cfg: SchemeConfig) -> nn.Module:
     for p in net.parameters():
         p.requires_grad_(False)
     for layer in weight_layers(net):
-        _apply_layer(net, layer, plan, lean)
+        _apply_layer(net, layer, plan, lean, cfg.bn_stats)
     if lean:
         for name, m in list(net.named_modules()):
             if type(m) in (nn.ReLU, nn.ReLU6):

@@ -115,6 +115,13 @@ def _nothing_rule(op: OpInfo) -> Sequence[SavedRef]:
     return ()
 
 
+@register_workspace_rule(ResizeTo)
+def _resize_workspace(op: OpInfo) -> Workspace:
+    """Forward: CPU upsample_nearest2d holds an input-sized and an output-sized temporary besides its output
+    (profiler, 1 thread)."""
+    return Workspace(4 * (op.input_numel + op.output_numel), 0)
+
+
 @register_workspace_rule(LeanAvgPool2d)
 def _pool_workspace(op: OpInfo) -> Workspace:
     """Backward: the spread gradient (input-sized) before it is padded into the input gradient."""
