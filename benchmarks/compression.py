@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import os
 import tempfile
 import time
 import warnings
@@ -67,6 +68,12 @@ def load_run(name: str) -> nn.Module:
     model = M.build(ArchSpec.from_dict(read_json(run / "spec.json")))
     T.load_weights(model, run / "model.pt")
     return model.eval()
+
+
+def relative(source: str) -> str:
+    """A data source as a path relative to the repository (results carry no machine-specific paths)."""
+    path = Path(source.split(" ")[0])
+    return os.path.relpath(path, ROOT.parent) + source[len(str(path)):] if path.is_absolute() else source
 
 
 def random_subset(ds: D.ArrayDataset, n: int) -> D.ArrayDataset:
@@ -212,8 +219,8 @@ def bench_model(run: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
     prune_rows(run, model, train_full, calib, args, tmp, add)
     time_rows(rows, tmp, args)
     qat = qat_rows(model, train_full, test, calib, args)
-    return {"run": run, "n_test": len(test), "test_source": test.source, "n_calibration": len(calib), "rows": rows,
-            "qat": qat}
+    return {"run": run, "n_test": len(test), "test_source": relative(test.source), "n_calibration": len(calib),
+            "rows": rows, "qat": qat}
 
 
 def time_rows(rows: dict[str, dict[str, Any]], work: Path, args: argparse.Namespace) -> None:

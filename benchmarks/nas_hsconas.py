@@ -42,6 +42,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -593,7 +594,7 @@ def main() -> None:
     measure_chosen(summary, fam_points, ctx, args)
     retrained = retrain(summary, fam_points, data, ctx, args) if args.retrain_epochs else []
     lm = info["latency_model"]
-    doc = {"benchmark": "nas_hsconas", "settings": {k: (str(v) if isinstance(v, Path) else v)
+    doc = {"benchmark": "nas_hsconas", "settings": {k: (os.path.relpath(v, ROOT.parent) if isinstance(v, Path) else v)
                                                     for k, v in vars(args).items() if k not in ("data_dir",)},
            "data": {"train": len(data[0]), "val": len(data[1]), "test": len(data[2]), "source": data[0].source},
            "budget": ctx["budget"], "sram_ref_bytes": ctx["sram_ref"], "supernet": info["supernet"],
