@@ -82,7 +82,7 @@ def random_subset(ds: D.ArrayDataset, n: int) -> D.ArrayDataset:
     return ds.subset(np.sort(pick))
 
 
-def ptq_variants(quick: bool) -> dict[str, PTQConfig]:
+def ptq_variants(quick: bool, adaround_iters: int = 0) -> dict[str, PTQConfig]:
     out = {"int8 minmax (ours)": PTQConfig(),
            "int8 percentile (ours)": PTQConfig(calibrator="percentile"),
            "int8 mse (ours)": PTQConfig(calibrator="mse"),
@@ -92,7 +92,7 @@ def ptq_variants(quick: bool) -> dict[str, PTQConfig]:
            "int8 per-tensor + CLE": PTQConfig(per_channel=False, equalize=True),
            "w4a8 nearest (ours)": PTQConfig(calibrator="percentile", weight_bits=4),
            "w4a8 AdaRound (ours)": PTQConfig(calibrator="percentile", weight_bits=4, adaround=True,
-                                             adaround_iters=50 if quick else 300)}
+                                             adaround_iters=adaround_iters or (50 if quick else 300))}
     if quick:
         out = {k: v for k, v in out.items() if "mse" not in k and "entropy" not in k}
     return out
@@ -203,7 +203,7 @@ def bench_model(run: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
     macs = analyze(model, SHAPE).macs
     fp32 = export_onnx(model, SHAPE, tmp / f"{run}-fp32.onnx", dynamic_batch=True)
     add("fp32", fp32, macs, 0.0)
-    for name, cfg in ptq_variants(args.quick).items():
+    for name, cfg in ptq_variants(args.quick, args.adaround_iters).items():
         t0 = time.perf_counter()
         q = PostTrainingQuantizer(cfg).calibrate(model, calib, SHAPE)
         add(name, q.save(tmp / f"{run}-{len(files)}.onnx"), macs, time.perf_counter() - t0, q.report_,
@@ -378,8 +378,10 @@ def onnx_table(m: dict[str, Any]) -> list[str]:
     return lines
 
 
-def qat_table(m: dict[str, Any]) -> list[str]:
-    lines = [QAT_NOTE, "", "| variant | test acc. | Δ acc. (pt) | weight bytes |", "|---|---:|---:|---:|"]
+def qat_table(m: dict[str, Any], epochs: int) -> list[str]:
+    trained = (f" LSQ rows fine-tuned {epochs} epoch(s), distilled from fp32." if epochs else
+               " `--qat-epochs 0`: step sizes initialised from calibration, no training (PTQ-level figures).")
+    lines = [QAT_NOTE + trained, "", "| variant | test acc. | Δ acc. (pt) | weight bytes |", "|---|---:|---:|---:|"]
     base = m["qat"]["fp32 (PyTorch)"]["accuracy"]
     for name, r in in_order(m["qat"]):
         lines.append(f"| {name} | {100 * r['accuracy']:.2f}% | {100 * (r['accuracy'] - base):+.2f} | "
@@ -397,7 +399,7 @@ def markdown(result: dict[str, Any]) -> str:
                 if result.get("retimed_at") else ""), ""]
     for m in result["models"]:
         lines += [f"## {m['run']} ({m['n_test']} test images: {m['test_source']}; {m['n_calibration']} "
-                  "calibration images)", "", *onnx_table(m), "", *qat_table(m), ""]
+                  "calibration images)", "", *onnx_table(m), "", *qat_table(m, result["args"]["qat_epochs"]), ""]
     lines += ["Weight bytes count w4 rows at 4 bits per weight (packed storage, as an MCU deployment holds them); "
               "their ONNX files keep the 4-bit values in int8 (no int4 convolution in ONNX Runtime), so file bytes "
               "and latency equal the int8 rows'.", "",
@@ -436,6 +438,7 @@ def main() -> None:
     p.add_argument("--nncf-python", help="python of a venv with nncf installed: adds NNCF's default PTQ")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--repeats", type=int, default=100)
+    p.add_argument("--adaround-iters", type=int, default=0, help="AdaRound iterations per layer (0: 300, quick 50)")
     p.add_argument("--no-ceiling", action="store_true", help="skip the int8-vs-fp32 kernel ceiling section")
     p.add_argument("--work-dir", help="keep the ONNX files here (default: a temporary folder)")
     p.add_argument("--retime", action="store_true",

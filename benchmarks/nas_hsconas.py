@@ -99,6 +99,13 @@ class Costs:
         return int(self.analytic_cost(spec)["peak_activation_bytes_int8"])
 
 
+def repo_relative(value: Any) -> Any:
+    """Paths (or path strings) inside the repository as relative paths: results carry no machine paths."""
+    if isinstance(value, (Path, str)) and Path(value).is_absolute() and Path(value).is_relative_to(ROOT.parent):
+        return os.path.relpath(value, ROOT.parent)
+    return value
+
+
 def hand_family(space: Any) -> tuple[str, list[tuple[float, ArchSpec]]]:
     """The hand-designed family the search is compared with, width-scaled inside the space: MobileNetV2 (every
     layer k3_e6, no skips) in `mbconv`, ResNet-20 (three blocks per stage) in `resnet_cifar`."""
@@ -149,7 +156,7 @@ def train_supernet(space: Any, train: Any, args: Any, work: Path) -> tuple[Any, 
     t0 = time.perf_counter()
     res = T.fit_supernet(net, train, cfg, run_dir=run_dir, progress=False, log=lambda s: log(f"supernet {s}"),
                          augment_default=D.DATASETS.get("cifar10").augment, teacher=teacher)
-    return net, run_dir, {"warm_start": str(args.warm_start or ""), "train_seconds": res.train_seconds,
+    return net, run_dir, {"warm_start": repo_relative(args.warm_start or ""), "train_seconds": res.train_seconds,
                            "wall_s_this_run": time.perf_counter() - t0,
                           "epochs": args.supernet_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
                           "history": [h.to_dict() for h in res.history]}
@@ -594,7 +601,7 @@ def main() -> None:
     measure_chosen(summary, fam_points, ctx, args)
     retrained = retrain(summary, fam_points, data, ctx, args) if args.retrain_epochs else []
     lm = info["latency_model"]
-    doc = {"benchmark": "nas_hsconas", "settings": {k: (os.path.relpath(v, ROOT.parent) if isinstance(v, Path) else v)
+    doc = {"benchmark": "nas_hsconas", "settings": {k: repo_relative(v)
                                                     for k, v in vars(args).items() if k not in ("data_dir",)},
            "data": {"train": len(data[0]), "val": len(data[1]), "test": len(data[2]), "source": data[0].source},
            "budget": ctx["budget"], "sram_ref_bytes": ctx["sram_ref"], "supernet": info["supernet"],

@@ -4,8 +4,8 @@ models beat the width-scaled MobileNetV2 family at the same measured latency?
     python benchmarks/nas_lightnas_real.py --quick     # smoke, ~5 min on 1 thread (shared VM)
     python benchmarks/nas_lightnas_real.py             # full, resumable: ~45-60 min on a quiet core (estimate)
 
-Steps (each one's result lands in `<work-dir>/state.json`; a rerun with the same settings skips finished
-steps, training resumes from its checkpoint, another setting is refused):
+Steps (each one's result lands in `<work-dir>/state.json`; a rerun with the same settings, or fewer
+`--mbv2-widths`, skips finished steps, training resumes from its checkpoint, another setting is refused):
 1. latency table: `LatencyTable` (devicefit.search._latency_table) fitted to end-to-end ORT timings (fp32,
    batch 1, 1 thread, 32×32) of `--n-archs` sampled networks of `mbconv` at stage width `--width`, with its
    held-out error (a fit on 80 %, measured on the other 20 %).
@@ -20,8 +20,9 @@ steps, training resumes from its checkpoint, another setting is refused):
    head would mix a macro-layout change into the comparison; in the space only the per-layer op differs),
    trained from scratch with one recipe (`devicefit.train.fit`, SGD, cosine, crop+flip, `--train-epochs`) on
    the bundled CIFAR-10 subset and scored on its test split (never seen by the search).
-4. final measurement: the trained models (a searched model is the architecture LightNAS extracted, retrained:
-   the same ONNX graph, so the same latency) and `--n-drift` of the table's calibration networks, timed in
+4. final measurement (run before step 3, as soon as the searches end, so that less drift separates it from the
+   table's fit): every model's ONNX graph (latency does not depend on weight values: a searched model is the
+   architecture LightNAS extracted, then trained) and `--n-drift` of the table's calibration networks, timed in
    `--rounds` interleaved rounds (a fresh ORT session each, fresh random order per round; figure = median
    over rounds). Drift = median over the calibration networks of (re-timed / timed at fit): the machine's
    speed change since the table was fitted. measured/T is reported raw and drift-corrected (÷ drift).
@@ -93,8 +94,11 @@ class State:
         self.path = work / "state.json"
         work.mkdir(parents=True, exist_ok=True)
         self.doc = read_json(self.path) if self.path.exists() else {"settings": settings}
-        if self.doc["settings"] != settings:
-            old, missing = self.doc["settings"], object()
+        old, missing = self.doc["settings"], object()
+        if old.get("mbv2_widths") != settings.get("mbv2_widths") and \
+                set(settings.get("mbv2_widths", ())) <= set(old.get("mbv2_widths", ())):
+            self.doc["settings"] = old = {**old, "mbv2_widths": settings["mbv2_widths"]}  # fewer family members
+        if old != settings:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k, missing) != settings.get(k, missing))
             raise ConfigError(f"{self.path} holds a run with other settings ({', '.join(diff)}); pass another "
                               "--work-dir or delete it")
@@ -223,7 +227,7 @@ def train_all(args: Any, state: State, specs: dict[str, ArchSpec]) -> dict[str, 
     space = get_space("mbconv")
     for name, spec in specs.items():
         onnx = args.work_dir / "onnx" / f"{name}.onnx"
-        if name in done and onnx.exists():
+        if name in done:
             continue
         log(f"train {name}: {args.train_epochs} epochs on {len(tr)} images")
         torch.manual_seed(args.seed)
@@ -244,12 +248,18 @@ def train_all(args: Any, state: State, specs: dict[str, ArchSpec]) -> dict[str, 
 
 # -- step 4: final measurement ---------------------------------------------------------------------------------
 
-def final_round(args: Any, state: State, lt: LatencyTable, names: list[str]) -> dict[str, Any]:
+def final_round(args: Any, state: State, lt: LatencyTable, specs: dict[str, ArchSpec]) -> dict[str, Any]:
+    """Time every model (before training: latency does not depend on weight values, so the untrained export is
+    the trained model's graph) and `--n-drift` calibration networks in interleaved rounds."""
     if state.get("final"):
         return state.get("final")  # type: ignore[no-any-return]
     order = np.argsort(lt.measured_ms_)
     pick = [int(order[round(q)]) for q in np.linspace(0, len(order) - 1, args.n_drift)]
-    paths = {n: args.work_dir / "onnx" / f"{n}.onnx" for n in names}
+    paths = {n: args.work_dir / "onnx" / f"{n}.onnx" for n in specs}
+    for n, spec in specs.items():
+        if not paths[n].exists():
+            paths[n].parent.mkdir(parents=True, exist_ok=True)
+            export_onnx(get_space("mbconv").build(spec, num_classes=10).eval(), (3, 32, 32), paths[n])
     for i in pick:
         p = args.work_dir / "onnx" / f"calib-{i}.onnx"
         if not p.exists():
@@ -424,8 +434,8 @@ def main() -> None:
     log(f"latency table: {lo:.3f}–{hi:.3f} ms, held-out mean error {100 * err:.1f} %")
     searched = search(args, state, lt)
     specs = models(args, searched)
+    final = final_round(args, state, lt, specs)  # timed before training: the earlier, the less drift
     trained = train_all(args, state, specs)
-    final = final_round(args, state, lt, list(specs))
     doc = summarize(args, state, lt, searched, trained, final, time.perf_counter() - t0)
     out = RESULTS / args.name
     out.parent.mkdir(parents=True, exist_ok=True)
