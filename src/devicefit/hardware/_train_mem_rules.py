@@ -242,11 +242,10 @@ def conv_workspace(op: OpInfo, conv: nn.Module | None, *, weight_grad: bool,
     and backward, except when its input gradient is made by a transposed conv (`input_grad_by_transpose`,
     as `FrozenConv2d` does): then an I-sized buffer.
     """
-    if _native_pointwise(op, conv):
-        grad_in = bool(op.inputs_require_grad and op.inputs_require_grad[0])
-        return Workspace(0, 4 * op.input_numel if grad_in and input_grad_by_transpose else 0)
-    in_bytes, out_bytes = 4 * op.input_numel, 4 * op.output_numel
     input_grad = bool(op.inputs_require_grad and op.inputs_require_grad[0])
+    if _native_pointwise(op, conv):
+        return Workspace(0, 4 * op.input_numel if input_grad and input_grad_by_transpose else 0)
+    in_bytes, out_bytes = 4 * op.input_numel, 4 * op.output_numel
     strided_dense = getattr(conv, "groups", 1) == 1 and max(getattr(conv, "stride", (1,))) > 1
     reorder_in = in_bytes if getattr(conv, "in_channels", 0) >= 8 else 0
     if weight_grad:
