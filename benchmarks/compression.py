@@ -14,6 +14,8 @@ growing width in fp32 and int8: the int8 speed-up this CPU allows at all.
     python benchmarks/compression.py --data-dir ../shared/data --runs resnet8-cifar10-full --distill \
         --qat-epochs 2 --finetune-epochs 4 --prune-steps 1                   # the full run (~45 min, 1 thread)
     python benchmarks/compression.py --runs mobilenet_v2-cifar10-subset --distill --name compression-mbv2-subset
+    python benchmarks/compression.py --data-dir ../shared/data --runs resnet8-cifar10-full --distill \
+        --sections qat --qat w4 --qat-epochs 5 --name compression-lsq   # one part alone, into its own file
     python benchmarks/compression.py --quick                                  # a smoke run (minutes)
 
 Writes benchmarks/results/<name>.{json,md} atomically (default name compression[-quick]). Calibration uses
@@ -61,6 +63,7 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 RUNS = ("mobilenet_v2-cifar10-subset", "resnet8-cifar10-full")
 SHAPE = (3, 32, 32)
+SECTIONS = ("ptq", "prune", "qat", "ceiling")
 
 
 def load_run(name: str) -> nn.Module:
@@ -188,7 +191,6 @@ def bench_model(run: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
     calib_ds = D.calibration_split(train_full, args.n_calib, seed=0)
     calib = D.to_float_tensor(calib_ds, calib_ds.x).numpy()
     rows: dict[str, dict[str, Any]] = {}
-    files: dict[str, Path] = {}
 
     def add(name: str, path: Path, macs: int, seconds: float, extra: dict[str, Any] | None = None,
             bits: int = 8) -> None:
@@ -197,30 +199,37 @@ def bench_model(run: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
                       "weight_bytes": weight_bytes(path, bits),
                       "macs": macs, "int8_kernels": sum(v for k, v in ops.items() if k in INT8_COMPUTE_OPS),
                       "seconds": round(seconds, 1), "file": path.name, "order": len(rows), **(extra or {})}
-        files[name] = path
         print(f"  {run} {name}: acc {rows[name]['accuracy']:.4f} ({seconds:.0f}s)", flush=True)
 
     macs = analyze(model, SHAPE).macs
     fp32 = export_onnx(model, SHAPE, tmp / f"{run}-fp32.onnx", dynamic_batch=True)
     add("fp32", fp32, macs, 0.0)
+    if "ptq" in args.sections:
+        ptq_rows(run, model, macs, fp32, calib, args, tmp, add)
+    if "prune" in args.sections:
+        prune_rows(run, model, train_full, calib, args, tmp, add)
+    time_rows(rows, tmp, args)
+    qat = qat_rows(model, train_full, test, calib, args) if "qat" in args.sections else {}
+    return {"run": run, "n_test": len(test), "test_source": relative(test.source), "n_calibration": len(calib),
+            "rows": rows, "qat": qat}
+
+
+def ptq_rows(run: str, model: nn.Module, macs: int, fp32: Path, calib: np.ndarray, args: argparse.Namespace,
+             tmp: Path, add: Callable[..., None]) -> None:
+    """Our int8/w4 PTQ variants, ONNX Runtime's default recipe and NNCF's, all from the same calibration set."""
     for name, cfg in ptq_variants(args.quick, args.adaround_iters).items():
         t0 = time.perf_counter()
         q = PostTrainingQuantizer(cfg).calibrate(model, calib, SHAPE)
-        add(name, q.save(tmp / f"{run}-{len(files)}.onnx"), macs, time.perf_counter() - t0, q.report_,
-            bits=cfg.weight_bits)
+        add(name, q.save(tmp / f"{run}-ptq{len(name)}-{name[:12].replace(' ', '_')}.onnx"), macs,
+            time.perf_counter() - t0, q.report_, bits=cfg.weight_bits)
     for name, kw in (("ORT quantize_static default", {}),
                      ("ORT quantize_static U8S8 per-channel", {"activation_type": "QUInt8", "per_channel": True})):
         t0 = time.perf_counter()
-        add(name, ort_default(fp32, tmp / f"{run}-{len(files)}.onnx", calib, **kw), macs, time.perf_counter() - t0)
+        add(name, ort_default(fp32, tmp / f"{run}-ort{len(kw)}.onnx", calib, **kw), macs, time.perf_counter() - t0)
     if args.nncf_python:
         t0 = time.perf_counter()
         add("NNCF quantize default", nncf_ptq(args.nncf_python, fp32, tmp / f"{run}-nncf.onnx", calib), macs,
             time.perf_counter() - t0)
-    prune_rows(run, model, train_full, calib, args, tmp, add)
-    time_rows(rows, tmp, args)
-    qat = qat_rows(model, train_full, test, calib, args)
-    return {"run": run, "n_test": len(test), "test_source": relative(test.source), "n_calibration": len(calib),
-            "rows": rows, "qat": qat}
 
 
 def time_rows(rows: dict[str, dict[str, Any]], work: Path, args: argparse.Namespace) -> None:
@@ -249,8 +258,10 @@ def qat_rows(model: nn.Module, train_full: D.ArrayDataset, test: D.ArrayDataset,
     sens = layer_sensitivity(model, x[:128], bits=(2, 4, 8))
     budget = layer_bytes(model, {n: 4 for n in names})
     mixed = choose_bit_widths(model, sens, budget)
-    configs = {f"LSQ w{b}a{b}": LSQConfig(weight_bits=b, act_bits=b) for b in (8, 4, 2)}
-    configs["LSQ mixed (2/4/8, 4-bit budget) a8"] = LSQConfig(act_bits=8, first_last_bits=None, bits_per_layer=mixed)
+    configs = {f"LSQ w{b}a{b}": LSQConfig(weight_bits=b, act_bits=b) for b in (8, 4, 2) if f"w{b}" in args.qat}
+    if "mixed" in args.qat:
+        configs["LSQ mixed (2/4/8, 4-bit budget) a8"] = LSQConfig(act_bits=8, first_last_bits=None,
+                                                                  bits_per_layer=mixed)
     out: dict[str, dict[str, Any]] = {"fp32 (PyTorch)": {"accuracy": T.evaluate(model, test)["accuracy"],
                                                           "weight_bytes": layer_bytes(model, {n: 32 for n in names})}}
     if args.qat_epochs:  # the control: the same extra training without quantization
@@ -296,15 +307,17 @@ def prune_rows(run: str, model: nn.Module, train_full: D.ArrayDataset, calib: np
             time.perf_counter() - t0, {"latency_prune": record, "fp32_ms_at_start": base_ms})
         q = PostTrainingQuantizer(PTQConfig(calibrator="percentile")).calibrate(net, calib, SHAPE)
         add(tag + " + int8", q.save(tmp / f"{run}-pruned-lat-int8.onnx"), macs, 0.0)
-    t0 = time.perf_counter()
-    ft = finetune_fn(train, args.finetune_epochs, teacher) if args.finetune_epochs else None
-    res = StructuredPruner(PruneConfig(ratio=args.prune_ratio, steps=args.prune_steps)).fit(model, SHAPE,
-                                                                                             finetune=ft).result_
-    tag = f"pruned {args.prune_ratio:.0%} L1, {args.prune_steps} step(s) x {args.finetune_epochs} ep{kd} fine-tune"
-    add(tag, export_onnx(res.model, SHAPE, tmp / f"{run}-pruned.onnx", dynamic_batch=True), res.macs_after,
-        time.perf_counter() - t0, res.to_dict())
-    q = PostTrainingQuantizer(PTQConfig(calibrator="percentile")).calibrate(res.model, calib, SHAPE)
-    add(tag + " + int8", q.save(tmp / f"{run}-pruned-int8.onnx"), res.macs_after, 0.0)
+    if args.prune_ratio:
+        t0 = time.perf_counter()
+        ft = finetune_fn(train, args.finetune_epochs, teacher) if args.finetune_epochs else None
+        res = StructuredPruner(PruneConfig(ratio=args.prune_ratio, steps=args.prune_steps)).fit(
+            model, SHAPE, finetune=ft).result_
+        tag = (f"pruned {args.prune_ratio:.0%} L1, {args.prune_steps} step(s) x {args.finetune_epochs} ep{kd} "
+               "fine-tune")
+        add(tag, export_onnx(res.model, SHAPE, tmp / f"{run}-pruned.onnx", dynamic_batch=True), res.macs_after,
+            time.perf_counter() - t0, res.to_dict())
+        q = PostTrainingQuantizer(PTQConfig(calibrator="percentile")).calibrate(res.model, calib, SHAPE)
+        add(tag + " + int8", q.save(tmp / f"{run}-pruned-int8.onnx"), res.macs_after, 0.0)
     mag = MagnitudePruner(MagnitudeConfig(sparsity=0.5, value_bytes=4)).fit(model)
     add("unstructured 50% magnitude (no fine-tune)",
         export_onnx(mag.model_, SHAPE, tmp / f"{run}-sparse.onnx", dynamic_batch=True), analyze(model, SHAPE).macs,
@@ -399,7 +412,9 @@ def markdown(result: dict[str, Any]) -> str:
                 if result.get("retimed_at") else ""), ""]
     for m in result["models"]:
         lines += [f"## {m['run']} ({m['n_test']} test images: {m['test_source']}; {m['n_calibration']} "
-                  "calibration images)", "", *onnx_table(m), "", *qat_table(m, result["args"]["qat_epochs"]), ""]
+                  "calibration images)", "", *onnx_table(m), ""]
+        if m["qat"]:
+            lines += [*qat_table(m, result["args"]["qat_epochs"]), ""]
     lines += ["Weight bytes count w4 rows at 4 bits per weight (packed storage, as an MCU deployment holds them); "
               "their ONNX files keep the 4-bit values in int8 (no int4 convolution in ONNX Runtime), so file bytes "
               "and latency equal the int8 rows'.", "",
@@ -428,13 +443,17 @@ def main() -> None:
     p.add_argument("--n-test", type=int, default=0, help="limit the test images (0 = all)")
     p.add_argument("--n-calib", type=int, default=512)
     p.add_argument("--n-finetune", type=int, default=0, help="limit the fine-tune images (0 = all)")
-    p.add_argument("--prune-ratio", type=float, default=0.5)
+    p.add_argument("--prune-ratio", type=float, default=0.5, help="fixed-ratio pruning row (0 = skip it)")
     p.add_argument("--prune-steps", type=int, default=2)
     p.add_argument("--prune-speedup", type=float, default=2.2,
                    help="latency-driven pruning goal: fp32 latency / this (0 = skip that row)")
     p.add_argument("--finetune-epochs", type=int, default=5)
     p.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
     p.add_argument("--qat-epochs", type=int, default=3, help="LSQ fine-tune epochs (0 = none)")
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                   help="which parts to run (default: all); fp32 is always measured")
+    p.add_argument("--qat", nargs="+", choices=("w8", "w4", "w2", "mixed"), default=["w8", "w4", "w2", "mixed"],
+                   help="LSQ variants of the qat section")
     p.add_argument("--nncf-python", help="python of a venv with nncf installed: adds NNCF's default PTQ")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--repeats", type=int, default=100)
@@ -461,7 +480,7 @@ def main() -> None:
                     Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="devicefit-bench-"))))
             work.mkdir(parents=True, exist_ok=True)
             models = [bench_model(run, args, work) for run in args.runs]
-            ceiling = [] if args.no_ceiling else kernel_ceiling(args, work)
+            ceiling = kernel_ceiling(args, work) if "ceiling" in args.sections and not args.no_ceiling else []
         result = {"quick": args.quick, "args": vars(args), "machine": machine_info(), "rounds": args.rounds,
                   "repeats": args.repeats, "models": models, "kernel_ceiling": ceiling}
     atomic_write_json(RESULTS / f"{stem}.json", result)

@@ -3,6 +3,8 @@ models beat the width-scaled MobileNetV2 family at the same measured latency?
 
     python benchmarks/nas_lightnas_real.py --quick     # smoke, ~5 min on 1 thread (shared VM)
     python benchmarks/nas_lightnas_real.py             # full, resumable: ~45-60 min on a quiet core (estimate)
+    python benchmarks/nas_lightnas_real.py --anchor --reuse-from benchmarks/runs/nas_lightnas_real
+                                                       # measured anchoring, reusing that run's table and warm-up
 
 Steps (each one's result lands in `<work-dir>/state.json`; a rerun with the same settings, or fewer
 `--mbv2-widths`, skips finished steps, training resumes from its checkpoint, another setting is refused):
@@ -26,6 +28,12 @@ Steps (each one's result lands in `<work-dir>/state.json`; a rerun with the same
    `--rounds` interleaved rounds (a fresh ORT session each, fresh random order per round; figure = median
    over rounds). Drift = median over the calibration networks of (re-timed / timed at fit): the machine's
    speed change since the table was fitted. measured/T is reported raw and drift-corrected (÷ drift).
+With `--anchor`, each search measures its architecture on the machine (`LightNAS(measure=...)`: every
+`--measure-every` architecture steps and in the closing loop after the repair, at most `--max-measurements`
+times), so the table's local bias and the machine's drift up to the search are measured away; raw measured/T
+is then the figure that counts (dividing by the drift since the table's fit would correct twice).
+`--reuse-from DIR` starts a new work dir from another run's table, warm-up and MobileNetV2 family training
+(its settings must match apart from the anchoring ones).
 Writes benchmarks/results/nas_lightnas_real{,-quick}.{json,md} and docs/images/nas-lightnas-real{,-quick}.png.
 """
 
@@ -34,6 +42,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -73,6 +82,12 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for search and training")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--anchor", action="store_true", help="measured anchoring: LightNAS measures on the machine")
+    ap.add_argument("--measure-every", type=int, default=20, help="with --anchor: architecture steps between "
+                    "measurements during the search (0: only the closing loop)")
+    ap.add_argument("--max-measurements", type=int, default=4, help="with --anchor: closing-loop measurements")
+    ap.add_argument("--reuse-from", type=Path, help="work dir of a finished run to take the table, warm-up and "
+                    "family training from")
     ap.add_argument("--work-dir", type=Path, help="state and checkpoints (default benchmarks/runs/<name>)")
     for k, v in FULL.items():
         ap.add_argument("--" + k.replace("_", "-"), type=type(v) if not isinstance(v, list) else float,
@@ -82,7 +97,7 @@ def parse() -> argparse.Namespace:
     for k, v in preset.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    args.name = "nas_lightnas_real" + ("-quick" if args.quick else "")
+    args.name = "nas_lightnas_real" + ("-anchored" if args.anchor else "") + ("-quick" if args.quick else "")
     args.work_dir = args.work_dir or ROOT / "runs" / args.name
     return args
 
@@ -109,6 +124,40 @@ class State:
     def put(self, key: str, value: Any) -> None:
         self.doc[key] = value
         atomic_write_json(self.path, self.doc)
+
+
+ANCHOR_KEYS = ("anchor", "measure_every", "max_measurements")
+
+
+def settings_of(args: Any) -> dict[str, Any]:
+    keys = ("data_dir", "width", "levels", "batch_size", "repair_tolerance", "threads", "seed", *FULL)
+    return {k: getattr(args, k) for k in keys + (ANCHOR_KEYS if args.anchor else ())}
+
+
+def reuse(args: Any, state: State) -> None:
+    """Start from `--reuse-from`'s latency table, warm-up and MobileNetV2 family training (same settings
+    apart from anchoring): copied once, into a work dir that has none of them yet."""
+    src = args.reuse_from
+    if not src or (args.work_dir / "latency_table.json").exists():
+        return
+    other = read_json(src / "state.json")
+    mine = {k: v for k, v in state.doc["settings"].items() if k not in ANCHOR_KEYS}
+    theirs = {k: v for k, v in other["settings"].items() if k not in ANCHOR_KEYS}
+    if {**theirs, "mbv2_widths": None} != {**mine, "mbv2_widths": None}:
+        raise ConfigError(f"--reuse-from {src}: its run has other settings; reuse needs the same table, warm-up "
+                          "and recipe")
+    for name in ("latency_table.json", "warmup.pt"):
+        shutil.copy2(src / name, args.work_dir / name)
+    for key in ("table", "warmup"):
+        state.put(key, other[key])
+    family = {k: v for k, v in (other.get("train") or {}).items() if k.startswith("mbv2-")}
+    for name in family:
+        src_onnx = src / "onnx" / f"{name}.onnx"
+        if src_onnx.exists():
+            (args.work_dir / "onnx").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src_onnx, args.work_dir / "onnx" / f"{name}.onnx")
+    state.put("train", family)
+    log(f"reused {src}: latency table, warm-up, family {sorted(family)}")
 
 
 def log(msg: str) -> None:
@@ -192,18 +241,39 @@ def search(args: Any, state: State, lt: LatencyTable) -> list[dict[str, Any]]:
         net.set_active(space.smallest().replace(widths=widths))
         log(f"search: level {lev:g}, T = {target:.4f} ms, {args.search_epochs} epochs")
         t0 = time.perf_counter()
-        extra = {} if args.repair_tolerance is None else {"tolerance": args.repair_tolerance}
+        extra: dict[str, Any] = {} if args.repair_tolerance is None else {"tolerance": args.repair_tolerance}
+        if args.anchor:
+            extra.update(measure_every=args.measure_every, max_measurements=args.max_measurements)
         cfg = LightNASConfig(target=target, epochs=args.search_epochs, warmup_epochs=0, seed=args.seed, **extra)
-        nas = LightNAS(net, lt.cost(), cfg).fit(train_b, val_b)
+        nas = LightNAS(net, lt.cost(), cfg, measure=device_measure(args, lt) if args.anchor else None)
+        nas.fit(train_b, val_b)
         done[f"{lev:g}"] = {"level": lev, "target_ms": target, "spec": nas.spec_.to_dict(),
                             "predicted_ms": nas.cost_, "search_predicted_ms": nas.search_cost_,
                             "repairs": len(nas.repairs_), "final_lambda": nas.lambda_,
                             "search_s": time.perf_counter() - t0, "arch_steps": len(nas.history_),
-                            "cost_ratio_trace": [round(h["cost_argmax"] / target, 4) for h in nas.history_]}
+                            "cost_ratio_trace": [round(h["cost_argmax"] / target, 4) for h in nas.history_],
+                            "scale": nas.scale_,
+                            "measurements": [{k: m[k] for k in ("step", "phase", "predicted", "measured",
+                                                                "scale_after")} for m in nas.measurements_]}
+        mine = [m for m in nas.measurements_ if m["spec"] == nas.spec_.to_dict()]
+        done[f"{lev:g}"]["anchor_measured_ms"] = mine[-1]["measured"] if mine else None
         log(f"  predicted/T {nas.cost_ / target:.3f} (search argmax {nas.search_cost_ / target:.3f}, "
-            f"{len(nas.repairs_)} repairs) in {time.perf_counter() - t0:.0f} s")
+            f"{len(nas.repairs_)} repairs, {len(nas.measurements_)} measurements, scale {nas.scale_:.3f}) in "
+            f"{time.perf_counter() - t0:.0f} s")
         state.put("search", done)
     return [done[f"{lev:g}"] for lev, _ in targets]
+
+
+def device_measure(args: Any, lt: LatencyTable) -> Any:
+    """Measured anchoring's `measure`: build the architecture, export it, median of 3 timings of the table's
+    settings (ms)."""
+    space, path = get_space("mbconv"), args.work_dir / "onnx" / "anchor.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def measure(spec: ArchSpec) -> float:
+        export_onnx(space.build(spec, num_classes=10).eval(), (3, 32, 32), path)
+        return float(np.median([lt.time_onnx(path) for _ in range(3)]))
+    return measure
 
 
 # -- step 3: training ----------------------------------------------------------------------------------------
@@ -302,6 +372,9 @@ def summarize(args: Any, state: State, lt: LatencyTable, searched: list[dict[str
                      "measured_over_T_raw": raw, "measured_over_T_drift_corrected": corr,
                      "within_tol_raw": abs(raw - 1) <= TOL, "within_tol_drift_corrected": abs(corr - 1) <= TOL,
                      "repairs": s["repairs"], "search_s": s["search_s"], "arch_steps": s["arch_steps"],
+                     "measurements": len(s.get("measurements", [])), "scale": s.get("scale", 1.0),
+                     "anchor_measured_over_T": None if s.get("anchor_measured_ms") is None
+                     else s["anchor_measured_ms"] / T,
                      "test_accuracy": acc, "mbv2_accuracy_at_same_ms": interp,
                      "accuracy_gain_over_mbv2": None if interp is None else acc - interp,
                      "ops": s["spec"]["params"]["ops"]})
@@ -362,13 +435,20 @@ def markdown(doc: dict[str, Any]) -> str:
         "*measured/T raw* divides the measured median by T; *drift-corrected* divides it by drift·T (T "
         "re-expressed at the final round's machine speed). Shared, noisy machine: see the machine block in the "
         "JSON.", "",
-        "| target | T (ms) | predicted/T | measured ms (min–max over rounds) | measured/T raw | measured/T "
-        "drift-corr. | within ±5 % raw / corr. | repairs | search s | test acc. | MBv2 acc. at same ms | Δacc |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+        *([f"Measured anchoring (`--anchor`): each search measured its argmax architecture every "
+           f"{s['measure_every']} architecture steps and in a closing loop (at most {s['max_measurements']} "
+           "measurements); *anchor* gives the search's own last measurement of its result / T and the number of "
+           "measurements. Raw measured/T is the figure that counts here: the anchor already absorbs the drift up "
+           "to the search.", ""] if s.get("anchor") else []),
+        "| target | T (ms) | predicted/T | anchor (n) | measured ms (min–max over rounds) | measured/T raw | "
+        "measured/T drift-corr. | within ±5 % raw / corr. | repairs | search s | test acc. | MBv2 acc. at same ms "
+        "| Δacc |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in doc["searched"]:
         yes = "/".join("yes" if r[k] else "no" for k in ("within_tol_raw", "within_tol_drift_corrected"))
         lines.append(
-            f"| {r['level']:.0%} | {r['target_ms']:.3f} | {r['predicted_over_T']:.3f} | {r['measured_ms']:.3f} "
+            f"| {r['level']:.0%} | {r['target_ms']:.3f} | {r['predicted_over_T']:.3f} | "
+            f"{_f(r.get('anchor_measured_over_T'), '.3f')} ({r.get('measurements', 0)}) | {r['measured_ms']:.3f} "
             f"({r['measured_min_ms']:.3f}–{r['measured_max_ms']:.3f}) | {r['measured_over_T_raw']:.3f} | "
             f"{r['measured_over_T_drift_corrected']:.3f} | {yes} | {r['repairs']} | {r['search_s']:.0f} | "
             f"{_pct(r['test_accuracy'])} % | {_pct(r['mbv2_accuracy_at_same_ms'])} | "
@@ -426,8 +506,8 @@ def main() -> None:
         os.environ.pop("DEVICEFIT_DATA_DIR", None)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    keys = ("data_dir", "width", "levels", "batch_size", "repair_tolerance", "threads", "seed", *FULL)
-    state = State(args.work_dir, {k: getattr(args, k) for k in keys})
+    state = State(args.work_dir, settings_of(args))
+    reuse(args, state)
     lt = latency_table(args, state)
     lo, hi = lt.range_ms()
     err = lt.holdout_.get("mean_rel_error", float("nan"))

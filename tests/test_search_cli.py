@@ -55,8 +55,8 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["search", "--target", "nb201-gold-6226", "--latency-ms", "5", "--method", "nope"]) == 2
     assert "unknown search method 'nope'" in capsys.readouterr().err
     assert main(["search", "--space", "mbconv", "--target", "host-ort", "--latency-ms", "1", "--method",
-                 "lightnas"]) == 2
-    assert "needs supernet training" in capsys.readouterr().err
+                 "random", "--out", str(tmp_path / "z.json")]) == 2
+    assert "with --method lightnas" in capsys.readouterr().err
 
 
 def test_job_refuses_host_targets_and_unknown_rows() -> None:
@@ -71,3 +71,50 @@ def test_job_refuses_host_targets_and_unknown_rows() -> None:
     with pytest.raises(BudgetError):
         run_search_job(SearchJobConfig(target="pixel2", latency_ms=problem.min_latency_ms / 2, n_trials=2),
                        "/nonexistent-dir-never-written/x.json")
+
+
+LIGHTNAS = ["search", "--method", "lightnas", "--space", "mbconv", "--target", "host-ort", "--width", "0.5",
+            "--n-train", "96", "--warmup-epochs", "1", "--epochs", "1", "--table-archs", "6"]
+
+
+def test_cli_lightnas_lands_records_and_refuses_bad_targets(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """LightNAS through the CLI on the bundled CIFAR-10 subset: a target inside the fitted table's range gives
+    a searched network (weights, spec, measured latency), every architecture step and measurement in the
+    record; a rerun reuses the record; targets outside the table's range and data of another shape fail
+    clearly, reusing the fitted table."""
+    from devicefit.core import ArchSpec, read_json
+    from devicefit.search import LatencyTable
+    from devicefit.space import MBCONV_OPS, get_space
+    from devicefit.train import load_weights
+
+    out, work = tmp_path / "ln.json", tmp_path / "work"
+    assert main([*LIGHTNAS, "--latency-ms", "100", "--out", str(out), "--work-dir", str(work)]) == 2  # fits it
+    [table_path] = work.glob("latency_table-*.json")
+    lo, hi = LatencyTable.load(table_path).range_ms()
+    assert f"above the largest network of mbconv at width 0.5 on host-ort ({hi:.4g} ms" in capsys.readouterr().err
+    assert main([*LIGHTNAS, "--latency-ms", str(lo / 2), "--out", str(out), "--work-dir", str(work)]) == 2
+    assert f"below the smallest network of mbconv at width 0.5 on host-ort: {lo:.4g} ms" in capsys.readouterr().err
+    assert main([*LIGHTNAS, "--latency-ms", str((lo + hi) / 2), "--data", "fsdd", "--out", str(out),
+                 "--work-dir", str(work)]) == 2
+    assert "pick the space made for this data" in capsys.readouterr().err
+    assert main([*LIGHTNAS, "--latency-ms", "1", "--space", "resnet_cifar", "--out", str(out)]) == 2
+    assert "'resnet_cifar' is not an MBConv space" in capsys.readouterr().err
+    assert not out.exists()  # nothing searched, nothing written
+
+    target = lo + 0.5 * (hi - lo)
+    res = run_json(capsys, *LIGHTNAS, "--latency-ms", str(target), "--out", str(out), "--work-dir", str(work))
+    record = read_json(out)
+    r = record["result"]
+    assert res["result"]["measured_ms"] == r["measured_ms"] > 0
+    assert r["measured_over_target"] == pytest.approx(r["measured_ms"] / target)
+    assert len(record["evaluated"]) == 96 // 64 + 1 and r["lambda"] == record["evaluated"][-1]["lambda"]
+    n_layers = get_space("mbconv").n_layers
+    assert all(len(e["ops"]) == n_layers and set(e["ops"]) <= set(MBCONV_OPS) for e in record["evaluated"])
+    assert r["measurements"] and r["measurements"][-1]["phase"] == "closing"  # measured anchoring by default
+    spec = ArchSpec.from_dict(read_json(work / r["model_dir"] / "spec.json"))
+    assert spec.to_dict() == r["spec"] and spec["widths"] == (0.5,) * 6
+    net = get_space("mbconv").build(spec, num_classes=10)
+    load_weights(net, work / r["model_dir"] / "model.pt")  # the extracted supernet weights load into it
+    again = run_json(capsys, *LIGHTNAS, "--latency-ms", str(target), "--out", str(out), "--work-dir", str(work))
+    assert again["result"] == res["result"]  # the finished record is reused, not searched again

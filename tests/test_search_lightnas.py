@@ -123,6 +123,60 @@ def test_repair_is_recorded_and_consistent() -> None:
     assert off.repairs_ == [] and off.cost_ == off.search_cost_
 
 
+def _biased(cost: LinearCost, seed: int = 0) -> LinearCost:
+    """The "device": every table entry 10-50 % dearer than the predictor says, entry by entry."""
+    factors = np.random.default_rng(seed).uniform(1.1, 1.5, size=tuple(cost.table.shape))
+    return LinearCost(cost.constant * 1.3, cost.table.numpy() * factors)
+
+
+def _cost_of_spec(cost: LinearCost, spec: object) -> float:
+    idx = torch.tensor([MBCONV_OPS.index(o) for o in spec["ops"]])  # type: ignore[index]
+    return float(cost(torch.nn.functional.one_hot(idx, len(MBCONV_OPS)).float()))
+
+
+def test_measured_anchoring_lands_where_the_predictor_is_biased() -> None:
+    """The predictor under-states every entry by 10-50 %: alone, LightNAS lands 10 %+ above T on the device;
+    with measurements it lands within `closing_tolerance`, and every measurement is recorded faithfully."""
+    for fraction in (0.3, 0.6):
+        net, cost, target, data = _setup(fraction, "params")
+        device = _biased(cost)
+        cfg = LightNASConfig(target=target, epochs=4, warmup_epochs=1, closing_tolerance=0.05)
+        blind = LightNAS(_setup(fraction, "params")[0], cost, cfg).fit(data[:4], data[4:])
+        assert abs(blind.cost_ / target - 1) <= TOL  # on the predictor's scale it lands ...
+        assert _cost_of_spec(device, blind.spec_) / target > 1 + 2 * TOL  # ... and misses on the device
+        calls: list[object] = []
+
+        def measure(spec: object, device: LinearCost = device, calls: list[object] = calls) -> float:
+            calls.append(spec)
+            return _cost_of_spec(device, spec)
+
+        nas = LightNAS(net, cost, cfg, measure=measure).fit(data[:4], data[4:])
+        m = nas.measurements_
+        assert 1 <= len(m) == len(calls) <= cfg.max_measurements and all(r["phase"] == "closing" for r in m)
+        assert abs(_cost_of_spec(device, nas.spec_) / target - 1) <= 0.05, fraction
+        final = [r for r in m if r["spec"] == nas.spec_.to_dict()]  # the result is a measured architecture
+        assert final and final[-1]["measured"] == _cost_of_spec(device, nas.spec_)
+        assert nas.scale_ == pytest.approx(final[-1]["measured"] / final[-1]["predicted"]) and nas.scale_ > 1.1
+        assert nas.cost_ == pytest.approx(nas.scale_ * _cost_of_spec(cost, nas.spec_))
+        assert nas.result()["measurements"] == m
+
+
+def test_measurements_during_the_search_rescale_the_cost() -> None:
+    net, cost, target, data = _setup(0.5, "params")
+    device = _biased(cost, seed=1)
+    cfg = LightNASConfig(target=target, epochs=4, warmup_epochs=1, measure_every=5, max_measurements=0)
+    nas = LightNAS(net, cost, cfg, measure=lambda spec: _cost_of_spec(device, spec)).fit(data[:4], data[4:])
+    steps = [r["step"] for r in nas.measurements_]
+    assert steps == list(range(4, len(nas.history_), 5)) and steps  # no closing loop with max_measurements=0
+    assert all(h["scale"] == 1.0 for h in nas.history_[:4]) and nas.history_[4]["scale"] > 1.1
+    for r in nas.measurements_:
+        assert r["scale_after"] == pytest.approx(r["measured"] / r["predicted"])
+    with pytest.raises(ConfigError, match="measure returned"):
+        LightNAS(net, cost, cfg, measure=lambda spec: float("nan")).fit(data[:4], data[4:])
+    with pytest.raises(ConfigError, match="measure must be a callable"):
+        LightNAS(net, cost, cfg, measure=3.0)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("target", 0, "target must be > 0"),
     ("lambda_lr", -0.1, "lambda_lr must be >= 0"),
@@ -133,6 +187,9 @@ def test_repair_is_recorded_and_consistent() -> None:
     ("repair", "yes", "repair must be a bool"),
     ("epochs", 0, "epochs must be an int >= 1"),
     ("warmup_epochs", 10, r"warmup_epochs must be in 0\.\.epochs-1"),
+    ("measure_every", -1, "measure_every must be an int >= 0"),
+    ("max_measurements", 1.5, "max_measurements must be an int >= 0"),
+    ("closing_tolerance", 0.0, r"closing_tolerance must be in \(0.0, 1.0\)"),
 ])
 def test_config_errors_name_the_field(field: str, value: object, message: str) -> None:
     kwargs = {"target": 1.0, field: value}

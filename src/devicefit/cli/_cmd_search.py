@@ -1,5 +1,6 @@
 """`devicefit search`: constrained architecture search on a table-backed space (NAS-Bench-201) through a stored
-optuna study, with a progress bar and a JSON record of every evaluated candidate."""
+optuna study, or LightNAS on an MBConv space against a host target's measured latency (`--method lightnas`),
+each with a progress bar and a JSON record of every evaluated candidate."""
 
 from __future__ import annotations
 
@@ -14,13 +15,18 @@ from ._registry import command
 
 @command("search")
 class SearchCommand:
-    help = "hardware-aware NAS under a latency budget (tabular spaces: accuracy and latency by table lookup)"
+    help = ("hardware-aware NAS under a latency budget: tabular spaces by table lookup (hsconas, evolution, "
+            "random), or LightNAS on mbconv against a host target")
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--space", default="nb201", help="search space (default nb201)")
-        parser.add_argument("--target", required=True, help="a table target such as nb201-pixel2, or a column")
-        parser.add_argument("--latency-ms", type=float, required=True, help="latency budget in ms")
-        parser.add_argument("--method", default="hsconas", help="hsconas | evolution | random (default hsconas)")
+        parser.add_argument("--space", default=None,
+                            help="search space (default nb201; mbconv with --method lightnas)")
+        parser.add_argument("--target", required=True,
+                            help="a table target such as nb201-pixel2, or a column; lightnas: a host target "
+                                 "(host-ort)")
+        parser.add_argument("--latency-ms", type=float, required=True, help="latency budget (lightnas: target) in ms")
+        parser.add_argument("--method", default="hsconas",
+                            help="hsconas | evolution | random | lightnas (default hsconas)")
         parser.add_argument("--n-trials", type=int, default=100, help="evaluated architectures (default 100)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--dataset", default="cifar10", help="accuracy column: cifar10, cifar100, "
@@ -30,15 +36,29 @@ class SearchCommand:
         parser.add_argument("--storage", help="optuna storage: SQLite path or database URL (default OUT.db)")
         parser.add_argument("--study-name", help="study name (default derived from the settings)")
         parser.add_argument("--out", default="search.json", help="JSON record of the search (default search.json)")
+        g = parser.add_argument_group("lightnas (MBConv supernet, measured latency)")
+        g.add_argument("--data", default="cifar10", help="training data of the supernet (default cifar10)")
+        g.add_argument("--width", type=float, default=0.5, help="stage width multiplier searched at (default 0.5)")
+        g.add_argument("--n-train", type=int, default=0, help="training images (default 0 = all)")
+        g.add_argument("--warmup-epochs", type=int, default=2, help="weight-only epochs (default 2)")
+        g.add_argument("--epochs", type=int, default=2, help="search epochs after the warm-up (default 2)")
+        g.add_argument("--table-archs", type=int, default=60,
+                       help="networks timed for the latency table (default 60; reused once fitted)")
+        g.add_argument("--no-anchor", action="store_true",
+                       help="trust the latency table alone (default: the search measures its architecture)")
+        g.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads (default 1)")
+        g.add_argument("--work-dir", help="latency table and searched network (default: OUT's name + '-work')")
 
     def run(self, args: argparse.Namespace, out: Output) -> int:
         from devicefit.pipelines._search_job import SearchJobConfig
 
-        if args.method == "lightnas" or args.space.startswith("mbconv"):
+        if args.method == "lightnas":
+            return _lightnas(args, out)
+        args.space = args.space or "nb201"
+        if args.space.startswith("mbconv"):
             raise UnsupportedOpError(
-                f"the CLI searches table-backed spaces with hsconas/evolution/random; {args.space!r} with "
-                f"{args.method!r} needs supernet training, available from Python (devicefit.search.LightNAS, "
-                "devicefit.space.MBConvSupernet) and not yet wired into this command")
+                f"the CLI searches {args.space!r} with --method lightnas; hsconas/evolution/random over a "
+                "supernet space run as the search stage of `devicefit run` (recipe: search.space, search.method)")
         cfg = SearchJobConfig(space=args.space, target=args.target, latency_ms=args.latency_ms, method=args.method,
                               n_trials=args.n_trials, seed=args.seed, dataset=args.dataset, data_dir=args.data_dir,
                               storage=args.storage, study_name=args.study_name)
@@ -54,6 +74,32 @@ class SearchCommand:
                 f"in {record['storage']})")
         out.set_result(**{k: v for k, v in record.items() if k != "evaluated"}, out=str(args.out))
         return 0
+
+
+def _lightnas(args: argparse.Namespace, out: Output) -> int:
+    from devicefit.pipelines._lightnas_job import LightNASJobConfig, run_lightnas_job
+
+    path = Path(args.out)
+    cfg = LightNASJobConfig(latency_ms=args.latency_ms, work_dir=args.work_dir or str(path.with_suffix("")) + "-work",
+                            space=args.space or "mbconv", target=args.target, data=args.data,
+                            data_dir=args.data_dir, width=args.width, n_train=args.n_train,
+                            warmup_epochs=args.warmup_epochs, search_epochs=args.epochs, table_archs=args.table_archs,
+                            anchor=not args.no_anchor, threads=args.threads, seed=args.seed)
+    if out.progress:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("LightNAS", total=None)
+            record = run_lightnas_job(cfg, path, log=out.say, on_batch=lambda done, total, e: bar.update(
+                task, completed=done, total=total, description=f"LightNAS epoch {e + 1}"))
+    else:
+        record = run_lightnas_job(cfg, path, log=out.say)
+    r = record["result"]
+    out.say(f"searched: {' '.join(r['spec']['params']['ops'])} at widths {r['spec']['params']['widths'][0]:g}; "
+            f"measured {r['measured_ms']:.4g} ms for a {cfg.latency_ms:g} ms target "
+            f"(measured/T {r['measured_over_target']:.3f}); record in {path}")
+    out.set_result(**{k: v for k, v in record.items() if k != "evaluated"}, out=str(path))
+    return 0
 
 
 def _run_with_progress(cfg: object, out_path: Path, out: Output) -> tuple[object, dict]:

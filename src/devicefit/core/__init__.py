@@ -23,7 +23,7 @@ from ._io import (
 from ._machine import machine_info
 from ._records import RECORD_VERSION, Measurement, RunRecord
 from ._registry import Registry
-from ._validate import check_choice, check_positive, check_range
+from ._validate import check_choice, check_int, check_positive, check_range
 
 __all__ = [
     "RECORD_VERSION",
@@ -44,6 +44,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_choice",
+    "check_int",
     "check_positive",
     "check_range",
     "from_dict",

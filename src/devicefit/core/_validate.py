@@ -7,7 +7,7 @@ from typing import Any
 
 from ._errors import ConfigError
 
-__all__ = ["check_choice", "check_positive", "check_range"]
+__all__ = ["check_choice", "check_int", "check_positive", "check_range"]
 
 
 def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
@@ -15,6 +15,12 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
     if not ok or value < 0 or (value == 0 and not allow_zero):
         rel = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{name} must be {rel}, got {value!r}")
+
+
+def check_int(name: str, value: Any, low: int = 0) -> None:
+    """An int (not a bool) >= `low`."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 def check_range(name: str, value: Any, low: float, high: float, *, inclusive: bool = False) -> None:

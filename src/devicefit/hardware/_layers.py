@@ -22,7 +22,7 @@ import onnx
 import onnxruntime as ort
 from torch import nn
 
-from devicefit.core import ConfigError, DataError, machine_info
+from devicefit.core import ConfigError, DataError, check_int, machine_info
 
 from ._profile import ModelSource, OnnxModel, onnx_model, ort_runner, ort_session, resolve_threads, time_runs_ms
 from ._stats import summarize_samples
@@ -212,8 +212,7 @@ def layer_latencies(
     deleted. `end_to_end_ms` is the median of the same profiled runs (profiling slows them a little).
     """
     for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
+        check_int(name, value, low)
     n_threads = resolve_threads(threads)
     modules = {n for n, _ in model_or_onnx.named_modules()} if isinstance(model_or_onnx, nn.Module) else None
     with onnx_model(model_or_onnx, input_shape) as model, tempfile.TemporaryDirectory(prefix="devicefit-prof-") as tmp:

@@ -23,7 +23,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from devicefit.core import ConfigError, DataError, Measurement, Registry, UnsupportedOpError, machine_info
+from devicefit.core import ConfigError, DataError, Measurement, Registry, UnsupportedOpError, check_int, machine_info
 from devicefit.nn import export_onnx
 
 from ._stats import SampleStats, summarize_samples
@@ -315,8 +315,7 @@ class LatencyResult:
 def _check_counts(repeats: int, warmup: int, rounds: int, threads: int | None, sessions: int = 1) -> int:
     for name, value, low in (("repeats", repeats, 3), ("warmup", warmup, 0), ("rounds", rounds, 1),
                              ("sessions", sessions, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
+        check_int(name, value, low)
     return resolve_threads(threads)
 
 

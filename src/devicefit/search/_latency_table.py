@@ -26,6 +26,7 @@ from devicefit.core import (
     NotFittedError,
     atomic_write_json,
     check_choice,
+    check_int,
     check_positive,
     check_range,
     machine_info,
@@ -91,13 +92,9 @@ class LatencyTableConfig:
         if self.input_shape is not None:
             object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
         for name in ("num_classes", "n_archs", "threads", "repeats", "sessions", "passes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+            check_int(name, getattr(self, name), 1)
         for name in ("warmup", "seed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{name} must be an int >= 0, got {value!r}")
+            check_int(name, getattr(self, name))
         check_choice("prior", self.prior, PRIORS)
         check_positive("ridge", self.ridge, allow_zero=True)
         check_range("holdout", self.holdout, 0.0, 1.0, inclusive=True)

@@ -22,6 +22,15 @@ Three departures from the paper's defaults, each chosen by measurement (tests/te
   the smallest loss of logit (α[layer, chosen] − α[layer, new]): a greedy walk down α's ranking, which ends
   within tolerance or where no single swap gets closer. Every swap is recorded (`repairs_`); the search's own
   argmax architecture stays available (`search_spec_`, `search_cost_`).
+Optional **measured anchoring** (`LightNAS(..., measure=fn)`, fn(spec) -> the architecture's cost measured on
+the device, in LAT's unit): a table or predictor carries a bias near any given architecture (a fitted latency
+table was 27 % off on one searched network) and the device drifts; a measurement removes both. LAT is scaled
+by s = measured / LAT(argmax architecture), refreshed every `measure_every` architecture steps during the
+search (0: never during the search) and, after the repair, in a closing loop: measure the result; while it is
+off T by more than `closing_tolerance`, re-anchor s on it and repair again under the scaled cost, at most
+`max_measurements` times; the result is the measured architecture closest to T (so `repairs_` may hold swaps
+the result does not keep). Every measurement is recorded (`measurements_`). It is still one search run: the
+loop changes a few layers of the searched architecture, it does not search again.
 `lambda_min` can clamp λ (e.g. ≥ 0, "spend no more than T"); it was not needed to land. Supernet weights are
 trained by CE on the sampled path; the first `warmup_epochs` train weights only (uniform paths). LAT is
 injected (any differentiable function of the (layers, ops) matrix); `LinearCost` is a per-layer table (MACs,
@@ -41,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from devicefit.core import ArchSpec, ConfigError, NotFittedError, check_choice, check_positive, check_range
+from devicefit.core import ArchSpec, ConfigError, NotFittedError, check_choice, check_int, check_positive, check_range
 
 __all__ = ["LightNAS", "LightNASConfig", "LinearCost"]
 
@@ -69,8 +78,11 @@ class LightNASConfig:
     clamps λ from below after each ascent step (None: unclamped, the paper's rule); weights by SGD (momentum
     0.9) at `weight_lr`; `cost_mode` one of COST_MODES ("argmax", "expected", "sampled": the matrix LAT is
     evaluated on, see the module); `repair` runs the final greedy repair until the argmax cost is within
-    `tolerance` (a fraction of T, in (0, 1)) of T. `lambda_lr=0, damping=0, repair=False` with
-    `lambda_init=β` is the fixed-coefficient (FBNet / ProxylessNAS) baseline."""
+    `tolerance` (a fraction of T, in (0, 1)) of T. With a `measure` function (measured anchoring, see the
+    module): `measure_every` architecture steps between measurements during the search (0: none), at most
+    `max_measurements` in the closing loop, which stops once the measured cost is within `closing_tolerance`
+    (a fraction of T) of T. `lambda_lr=0, damping=0, repair=False` with `lambda_init=β` is the
+    fixed-coefficient (FBNet / ProxylessNAS) baseline."""
 
     target: float
     epochs: int = 10
@@ -86,6 +98,9 @@ class LightNASConfig:
     cost_mode: str = "argmax"
     repair: bool = True
     tolerance: float = 0.05
+    measure_every: int = 0
+    max_measurements: int = 4
+    closing_tolerance: float = 0.025
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -95,6 +110,9 @@ class LightNASConfig:
         for name in ("lambda_lr", "damping"):
             check_positive(name, getattr(self, name), allow_zero=True)
         check_range("tolerance", self.tolerance, 0.0, 1.0)
+        check_range("closing_tolerance", self.closing_tolerance, 0.0, 1.0)
+        for name in ("measure_every", "max_measurements"):
+            check_int(name, getattr(self, name))
         if not isinstance(self.lambda_init, int | float) or isinstance(self.lambda_init, bool):
             raise ConfigError(f"lambda_init must be a number, got {self.lambda_init!r}")
         if self.lambda_min is not None and not (isinstance(self.lambda_min, int | float)
@@ -104,8 +122,7 @@ class LightNASConfig:
         check_choice("cost_mode", self.cost_mode, COST_MODES)
         if not isinstance(self.repair, bool):
             raise ConfigError(f"repair must be a bool, got {self.repair!r}")
-        if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
-            raise ConfigError(f"epochs must be an int >= 1, got {self.epochs!r}")
+        check_int("epochs", self.epochs, 1)
         if not isinstance(self.warmup_epochs, int) or not 0 <= self.warmup_epochs < self.epochs:
             raise ConfigError(f"warmup_epochs must be in 0..epochs-1 ({self.epochs}), got {self.warmup_epochs}")
 
@@ -121,15 +138,25 @@ class LightNAS:
     at the active widths and its cost, before repair), `spec_` / `cost_` (after repair: the result),
     `repairs_` (one dict per swap: layer, from, to, logit_drop, cost_before, cost_after) and `history_` (one
     dict per architecture step: step, epoch, tau, cost (LAT as evaluated in that step's loss), cost_argmax
-    (the argmax architecture's cost after the step), lambda_before, lambda_eff, lambda_after).
+    (the argmax architecture's cost after the step), lambda_before, lambda_eff, lambda_after, scale, argmax
+    (that architecture: an op index per layer, into MBCONV_OPS)).
+    With `measure`: costs above are LAT scaled by the anchor s (`scale_`, 1 without measurements), and
+    `measurements_` holds one dict per measurement: step (None in the closing loop), phase ("search" or
+    "closing"), spec, predicted (unscaled LAT), measured, scale_after.
     """
 
-    def __init__(self, supernet: Any, cost: Callable[[Tensor], Tensor], config: LightNASConfig) -> None:
+    def __init__(self, supernet: Any, cost: Callable[[Tensor], Tensor], config: LightNASConfig,
+                 measure: Callable[[ArchSpec], float] | None = None) -> None:
+        if measure is not None and not callable(measure):
+            raise ConfigError(f"measure must be a callable spec -> measured cost or None, got {measure!r}")
         self.supernet = supernet
         self.cost = cost
         self.config = config
+        self.measure = measure
 
-    def fit(self, train_batches: Batches, val_batches: Batches) -> LightNAS:
+    def fit(self, train_batches: Batches, val_batches: Batches,
+            on_batch: Callable[[int, int], None] | None = None) -> LightNAS:
+        """Search (see the class); `on_batch(epoch, batch)` is called after every training batch (progress)."""
         cfg, net = self.config, self.supernet
         ops = self._ops()
         mask = self._mask(len(ops))
@@ -138,21 +165,63 @@ class LightNAS:
         a_opt = torch.optim.Adam([alpha], lr=cfg.arch_lr)
         w_opt = torch.optim.SGD(net.parameters(), lr=cfg.weight_lr, momentum=0.9)
         lam, history = float(cfg.lambda_init), []
+        self.scale_, self.measurements_ = 1.0, []
         for epoch in range(cfg.epochs):
             tau = self._tau(epoch)
             search = epoch >= cfg.warmup_epochs
-            for (xt, yt), (xv, yv) in zip(train_batches, _cycle(val_batches), strict=False):
+            for b, ((xt, yt), (xv, yv)) in enumerate(zip(train_batches, _cycle(val_batches), strict=False)):
                 if search:
                     lam = self._arch_step(alpha, a_opt, mask, tau, lam, xv, yv, gen, history, epoch)
                 self._weight_step(alpha if search else torch.zeros_like(alpha), mask, tau, xt, yt, w_opt, gen)
+                if on_batch is not None:
+                    on_batch(epoch, b)
         self.alpha_ = alpha.detach()
         self.lambda_ = lam
         self.history_ = history
         idx = self._argmax(mask)
         self.search_spec_, self.search_cost_ = self._spec(ops, idx), self._cost_of(idx, len(ops))
         self.repairs_ = self._repair(idx, mask, ops) if cfg.repair else []
+        if self.measure is not None:
+            self._close(idx, mask, ops)
         self.spec_, self.cost_ = self._spec(ops, idx), self._cost_of(idx, len(ops))
         return self
+
+    # -- measured anchoring ---------------------------------------------------------------------------
+
+    def _anchor(self, idx: Tensor, ops: tuple[str, ...], step: int | None) -> float:
+        """Measure the architecture `idx`, set the scale to measured / unscaled LAT; return measured / T."""
+        assert self.measure is not None
+        spec = self._spec(ops, idx)
+        measured = float(self.measure(spec))
+        if not math.isfinite(measured) or measured <= 0:
+            raise ConfigError(f"measure returned {measured!r} for {spec}; expected a positive cost in LAT's unit")
+        with torch.no_grad():
+            predicted = float(self.cost(_onehot(idx, len(ops))))
+        self.scale_ = measured / predicted
+        self.measurements_.append({"step": step, "phase": "search" if step is not None else "closing",
+                                   "spec": spec.to_dict(), "predicted": predicted, "measured": measured,
+                                   "scale_after": self.scale_})
+        return measured / self.config.target
+
+    def _close(self, idx: Tensor, mask: Tensor, ops: tuple[str, ...]) -> None:
+        """The closing loop: measure, re-anchor and repair (to `closing_tolerance`) until the measurement is
+        within `closing_tolerance` of T, no swap changes the architecture, or `max_measurements` are spent;
+        then `idx` is set to the measured architecture closest to T (and the anchor to its scale), so the
+        result is always a measured one. With `repair=False`: one measurement, recorded, and no change."""
+        cfg, best = self.config, None
+        for k in range(cfg.max_measurements):
+            off = abs(self._anchor(idx, ops, None) - 1.0)
+            if best is None or off < best[0]:
+                best = (off, idx.clone(), self.scale_)
+            if off <= cfg.closing_tolerance or not cfg.repair or k == cfg.max_measurements - 1:
+                break
+            before = idx.clone()
+            self.repairs_ += self._repair(idx, mask, ops, cfg.closing_tolerance)
+            if torch.equal(before, idx):
+                break
+        if best is not None:
+            idx.copy_(best[1])
+            self.scale_ = best[2]
 
     # -- steps --------------------------------------------------------------------------------------
 
@@ -162,7 +231,7 @@ class LightNAS:
         h = _gumbel_hard(alpha, mask, tau, gen)  # (layers, ops), straight-through
         self.supernet.train()
         masked = alpha.masked_fill(~mask, -math.inf)
-        cost = self.cost(_relaxed(masked, h, cfg.cost_mode))  # scalar, differentiable in α
+        cost = self.scale_ * self.cost(_relaxed(masked, h, cfg.cost_mode))  # scalar, differentiable in α
         excess = float(cost.detach()) / cfg.target - 1.0  # LAT/T − 1
         lam_eff = lam + cfg.damping * excess  # MDMM damping: gradient of (κ/2)·excess² added to λ·excess
         loss = F.cross_entropy(self.supernet.forward_weighted(x, h), y) + lam_eff * (cost / cfg.target - 1.0)
@@ -173,10 +242,13 @@ class LightNAS:
         new = lam + cfg.lambda_lr * excess  # LightNAS eq. 7
         if cfg.lambda_min is not None:
             new = max(new, cfg.lambda_min)
-        argmax_cost = self._cost_of(masked.detach().argmax(1), alpha.shape[1])
-        history.append({"step": len(history), "epoch": epoch, "tau": tau, "cost": float(cost.detach()),
+        step, idx = len(history), masked.detach().argmax(1)
+        if self.measure is not None and cfg.measure_every and (step + 1) % cfg.measure_every == 0:
+            self._anchor(idx, self._ops(), step)
+        argmax_cost = self._cost_of(idx, alpha.shape[1])
+        history.append({"step": step, "epoch": epoch, "tau": tau, "cost": float(cost.detach()),
                         "cost_argmax": argmax_cost, "lambda_before": lam, "lambda_eff": lam_eff,
-                        "lambda_after": new})
+                        "lambda_after": new, "scale": self.scale_, "argmax": [int(i) for i in idx]})
         return new
 
     def _weight_step(self, alpha: Tensor, mask: Tensor, tau: float, x: Tensor, y: Tensor,
@@ -190,9 +262,12 @@ class LightNAS:
 
     # -- repair -------------------------------------------------------------------------------------
 
-    def _repair(self, idx: Tensor, mask: Tensor, ops: tuple[str, ...]) -> list[dict[str, Any]]:
-        """Greedy repair of `idx` in place (see the module); returns the swaps made."""
-        T, tol, n = self.config.target, self.config.tolerance, len(ops)
+    def _repair(self, idx: Tensor, mask: Tensor, ops: tuple[str, ...],
+                tolerance: float | None = None) -> list[dict[str, Any]]:
+        """Greedy repair of `idx` in place (see the module) to within `tolerance` (default: the config's);
+        returns the swaps made."""
+        T, n = self.config.target, len(ops)
+        tol = self.config.tolerance if tolerance is None else tolerance
         cur, swaps = self._cost_of(idx, n), []
         while abs(cur / T - 1.0) > tol:
             move = self._best_swap(idx, mask, cur)
@@ -250,8 +325,9 @@ class LightNAS:
         return self.alpha_.masked_fill(~mask, -math.inf).argmax(1)
 
     def _cost_of(self, idx: Tensor, n_ops: int) -> float:
+        """LAT of the architecture `idx`, scaled by the measured anchor."""
         with torch.no_grad():
-            return float(self.cost(_onehot(idx, n_ops)))
+            return self.scale_ * float(self.cost(_onehot(idx, n_ops)))
 
     def _spec(self, ops: tuple[str, ...], idx: Tensor) -> ArchSpec:
         base = self.supernet.active_
@@ -259,12 +335,13 @@ class LightNAS:
 
     def result(self) -> dict[str, Any]:
         """JSON-ready summary: the chosen spec and its cost, the search's argmax spec and cost before repair,
-        the repairs, target, final λ and the step history."""
+        the repairs, target, final λ, the measured anchor's scale and measurements, and the step history."""
         if not hasattr(self, "spec_"):
             raise NotFittedError("LightNAS is not fitted; call fit(train_batches, val_batches) first")
         return {"spec": self.spec_.to_dict(), "cost": self.cost_, "target": self.config.target,
                 "search_spec": self.search_spec_.to_dict(), "search_cost": self.search_cost_,
-                "repairs": self.repairs_, "lambda": self.lambda_, "history": self.history_}
+                "repairs": self.repairs_, "lambda": self.lambda_, "scale": self.scale_,
+                "measurements": self.measurements_, "history": self.history_}
 
 
 def _gumbel_hard(alpha: Tensor, mask: Tensor, tau: float, gen: torch.Generator) -> Tensor:

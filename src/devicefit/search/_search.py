@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from devicefit.core import ArchSpec, BudgetError, ConfigError, DataError
+from devicefit.core import ArchSpec, BudgetError, ConfigError, DataError, check_int
 
 from ._pareto import pareto_front
 from ._problem import Constraint, Estimate, Evaluated, Objective, check_budgets_feasible, is_feasible
@@ -41,12 +41,9 @@ class SearchConfig:
     max_proposals: int = 2000
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_trials, int) or self.n_trials < 1:
-            raise ConfigError(f"n_trials must be an int >= 1, got {self.n_trials!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be an int >= 0, got {self.seed!r}")
-        if not isinstance(self.max_proposals, int) or self.max_proposals < 1:
-            raise ConfigError(f"max_proposals must be an int >= 1, got {self.max_proposals!r}")
+        check_int("n_trials", self.n_trials, 1)
+        check_int("seed", self.seed)
+        check_int("max_proposals", self.max_proposals, 1)
         get_strategy(self.method)  # unknown method -> ConfigError listing the known ones
         object.__setattr__(self, "constraints", tuple(self.constraints))
         object.__setattr__(self, "options", dict(self.options))

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from devicefit.core import ConfigError
+from devicefit.core import ConfigError, check_int
 
 __all__ = ["check_image_shape", "check_int"]
-
-
-def check_int(name: str, value: Any, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 def check_image_shape(input_shape: Sequence[int], min_size: int, family: str) -> tuple[int, int, int]:

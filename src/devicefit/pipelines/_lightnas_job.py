@@ -1,0 +1,223 @@
+"""The LightNAS job behind `devicefit search --method lightnas`: one differentiable search of an MBConv space
+that lands on a latency target of a host target, with its latency table, the searched network and a JSON
+record of every architecture step.
+
+Steps (work folder `work_dir`):
+1. latency table (`search.LatencyTable`) of the space at the stage width `width` on `target`, fitted to
+   end-to-end timings of `table_archs` sampled networks; kept as `latency_table-<id>.json` and reused by every
+   later search with the same table settings;
+2. the target is checked against the table's range: below its cheapest network → `BudgetError` naming the
+   smallest achievable latency; above the dearest → `ConfigError` (every network meets it: nothing to search);
+3. one LightNAS run (weight-only warm-up epochs, then search epochs), measured-anchored by default
+   (`anchor`: the search times its argmax architecture on the target every `measure_every` architecture
+   steps and in a closing loop, so the table's local bias and the machine's drift are measured away);
+4. the searched network, extracted from the supernet with its shared weights (`model.pt`, `spec.json`), is
+   timed on the target (median of `verify_rounds` timings) and compared with the target.
+The record (`out`, written atomically) holds the config, the table's held-out error and range, every
+architecture step (its argmax architecture and predicted latency), every measurement and the result. A run
+whose record exists with the same config is not repeated; a killed run restarts the search, keeping the table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from devicefit.core import (
+    ArchSpec,
+    BudgetError,
+    ConfigError,
+    atomic_write_json,
+    check_int,
+    check_positive,
+    machine_info,
+    read_json,
+)
+
+__all__ = ["LightNASJobConfig", "run_lightnas_job"]
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LightNASJobConfig:
+    """`latency_ms` the target T on `target` (a host target the latency table can time, e.g. "host-ort");
+    `space` a registered MBConv space ("mbconv" for 32×32 images, "mbconv_kws" for audio features) searched at
+    stage width `width`; `data` a dataset name (`data_dir`: its full copy, None = the bundled subset),
+    `n_train` training images (0 = all; the validation split for architecture steps is `val_fraction` of the
+    training set); `warmup_epochs` weight-only, then `search_epochs` (LightNAS's default controller);
+    `table_archs` / `table_passes` the latency table's calibration networks and passes; `anchor` measured
+    anchoring every `measure_every` architecture steps (0: only the closing loop); `verify_rounds` timings of
+    the result; `threads` torch and ORT threads; `work_dir` where the table and the searched network go."""
+
+    latency_ms: float
+    work_dir: str
+    space: str = "mbconv"
+    target: str = "host-ort"
+    data: str = "cifar10"
+    data_dir: str | None = None
+    width: float = 0.5
+    n_train: int = 0
+    val_fraction: float = 0.1
+    batch_size: int = 64
+    warmup_epochs: int = 2
+    search_epochs: int = 2
+    table_archs: int = 60
+    table_passes: int = 2
+    anchor: bool = True
+    measure_every: int = 20
+    verify_rounds: int = 5
+    threads: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive("latency_ms", self.latency_ms)
+        check_positive("width", self.width)
+        for name in ("warmup_epochs", "n_train", "measure_every", "seed"):
+            check_int(name, getattr(self, name))
+        for name in ("search_epochs", "batch_size", "table_archs", "table_passes", "verify_rounds", "threads"):
+            check_int(name, getattr(self, name), 1)
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+
+
+def _table(cfg: LightNASJobConfig, work: Path, log: Log) -> Any:
+    from devicefit.search import LatencyTable, LatencyTableConfig
+
+    tcfg = LatencyTableConfig(space=cfg.space, widths=cfg.width, target=cfg.target, n_archs=cfg.table_archs,
+                              passes=cfg.table_passes, threads=cfg.threads, seed=cfg.seed)
+    path = work / f"latency_table-{ArchSpec('table', asdict(tcfg)).spec_id[:8]}.json"
+    if path.is_file():
+        log(f"latency table: reusing {path.name}")
+        return LatencyTable.load(path, space=cfg.space, widths=cfg.width, target=cfg.target)
+    log(f"latency table: timing {cfg.table_archs} + 2 networks of {cfg.space} at width {cfg.width:g} on "
+        f"{cfg.target}, {cfg.table_passes} pass(es)")
+    table = LatencyTable(tcfg).fit(log=log)
+    table.save(path)
+    return table
+
+
+def _check_target(cfg: LightNASJobConfig, lo: float, hi: float) -> None:
+    if cfg.latency_ms < lo:
+        raise BudgetError(f"latency_ms {cfg.latency_ms:g} is below the smallest network of {cfg.space} at width "
+                          f"{cfg.width:g} on {cfg.target}: {lo:.4g} ms by the latency table (the cheapest op in "
+                          "every layer); raise latency_ms or lower width")
+    if cfg.latency_ms > hi:
+        raise ConfigError(f"latency_ms {cfg.latency_ms:g} is above the largest network of {cfg.space} at width "
+                          f"{cfg.width:g} on {cfg.target} ({hi:.4g} ms by the latency table): every network "
+                          "meets it; raise width to search a larger space")
+
+
+def _data(cfg: LightNASJobConfig, input_shape: tuple[int, ...]) -> tuple[Any, Any, int]:
+    from devicefit import data as D
+
+    full = D.load_dataset(cfg.data, "train", cfg.data_dir)
+    if tuple(full.input_shape) != tuple(input_shape):
+        raise ConfigError(f"data {cfg.data!r} has input shape {tuple(full.input_shape)}, space {cfg.space!r} "
+                          f"expects {tuple(input_shape)}; pick the space made for this data")
+    train, val = D.split_train_val(full, cfg.val_fraction, seed=cfg.seed)
+    if cfg.n_train and cfg.n_train < len(train):  # a random subset (splits are stored class by class)
+        rng = np.random.default_rng(cfg.seed)
+        train = train.subset(np.sort(rng.permutation(len(train))[: cfg.n_train]))
+        val = val.subset(np.sort(rng.permutation(len(val))[: max(cfg.n_train // 5, cfg.batch_size)]))
+    return train, val, full.num_classes
+
+
+class _Batches:
+    """A re-iterable of torch (x, y) batches: every pass reshuffles and re-augments (seeded)."""
+
+    def __init__(self, ds: Any, batch_size: int, seed: int, augment: str) -> None:
+        from devicefit import data as D
+
+        self.loader = D.BatchLoader(ds, batch_size, shuffle=True, augment=augment, seed=seed)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        import torch
+
+        for x, y in self.loader:
+            yield torch.as_tensor(x), torch.as_tensor(y)
+
+
+def run_lightnas_job(cfg: LightNASJobConfig, out: Path, *, log: Log | None = None,
+                     on_batch: Callable[[int, int, int], None] | None = None) -> dict[str, Any]:
+    """Run the job (see the module); returns the record also written to `out`. `on_batch(done, total, epoch)`
+    reports search progress in training batches."""
+    import torch
+
+    from devicefit.nn import export_onnx
+    from devicefit.search import LightNAS, LightNASConfig
+    from devicefit.space import MBCONV_OPS, MBConvSpace, MBConvSupernet, get_space
+    from devicefit.train import save_weights
+
+    say: Log = log or (lambda _m: None)
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    config = asdict(cfg)
+    if out.is_file():
+        old = read_json(out)
+        if isinstance(old, dict) and old.get("config") == config and "result" in old:
+            say(f"{out} holds this search already; delete it to search again")
+            return old  # type: ignore[no-any-return]
+    torch.set_num_threads(cfg.threads)
+    space = get_space(cfg.space)
+    if not isinstance(space, MBConvSpace):
+        raise ConfigError(f"space {cfg.space!r} is not an MBConv space: LightNAS searches mbconv or mbconv_kws")
+    table = _table(cfg, work, say)
+    lo, hi = table.range_ms()
+    _check_target(cfg, lo, hi)
+    train, val, classes = _data(cfg, tuple(space.input_shape))
+    widths = table.config.stage_widths
+    torch.manual_seed(cfg.seed)
+    net = MBConvSupernet(space, num_classes=classes).set_active(space.smallest().replace(widths=widths))
+    from devicefit import data as D
+
+    train_b = _Batches(train, cfg.batch_size, cfg.seed, D.DATASETS.get(cfg.data).augment)
+    val_b = _Batches(val, cfg.batch_size, cfg.seed + 1, "none")
+    probe = work / "probe.onnx"
+
+    def measure(spec: ArchSpec) -> float:
+        export_onnx(space.build(spec, num_classes=classes).eval(), tuple(space.input_shape), probe)
+        return float(np.median([table.time_onnx(probe) for _ in range(3)]))
+
+    epochs = cfg.warmup_epochs + cfg.search_epochs
+    ncfg = LightNASConfig(target=cfg.latency_ms, epochs=epochs, warmup_epochs=cfg.warmup_epochs, seed=cfg.seed,
+                          measure_every=cfg.measure_every if cfg.anchor else 0)
+    total = epochs * len(train_b)
+    say(f"LightNAS: T = {cfg.latency_ms:g} ms (table range {lo:.3f}-{hi:.3f} ms), {cfg.warmup_epochs} warm-up + "
+        f"{cfg.search_epochs} search epochs over {len(train)} images" + (", measured anchoring" if cfg.anchor
+                                                                           else ""))
+    t0 = time.perf_counter()
+    nas = LightNAS(net, table.cost(), ncfg, measure=measure if cfg.anchor else None)
+    nas.fit(train_b, val_b, on_batch=None if on_batch is None else
+            (lambda e, b: on_batch(e * len(train_b) + b + 1, total, e)))
+    search_s = time.perf_counter() - t0
+    model = net.extract(nas.spec_).eval()
+    model_dir = work / f"searched-{nas.spec_.spec_id[:8]}"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(model, model_dir / "model.pt")
+    atomic_write_json(model_dir / "spec.json", nas.spec_.to_dict())
+    export_onnx(model, tuple(space.input_shape), model_dir / "model.onnx")
+    timings = [table.time_onnx(model_dir / "model.onnx") for _ in range(cfg.verify_rounds)]
+    measured = float(np.median(timings))
+    say(f"LightNAS: searched in {search_s:.0f} s; predicted {nas.cost_:.4g} ms, measured {measured:.4g} ms "
+        f"(measured/T {measured / cfg.latency_ms:.3f}); network in {model_dir}")
+    result = nas.result()
+    history = result.pop("history")
+    record = {"kind": "lightnas-search", "config": config, "ops": list(MBCONV_OPS),
+              "table": {"holdout": table.holdout_, "range_ms": [lo, hi], "constant_ms": table.constant_ms_},
+              "result": {**result, "measured_ms": measured, "measured_rounds_ms": timings,
+                         "measured_over_target": measured / cfg.latency_ms, "search_s": search_s,
+                         "model_dir": model_dir.name},
+              "evaluated": [{"step": h["step"], "epoch": h["epoch"], "ops": [MBCONV_OPS[i] for i in h["argmax"]],
+                             "predicted_ms": h["cost_argmax"], "lambda": h["lambda_after"]} for h in history],
+              "machine": machine_info()}
+    atomic_write_json(out, record)
+    return record
