@@ -296,7 +296,7 @@ def prune_rows(run: str, model: nn.Module, train_full: D.ArrayDataset, calib: np
                                   threads=1).median_ms
         goal = base_ms / args.prune_speedup
         per_round = finetune_fn(train, 1, teacher) if args.finetune_epochs else None
-        cfg = LatencyPruneConfig(latency_ms=goal, repeats=args.repeats, prune=PruneConfig(round_to=8))
+        cfg = LatencyPruneConfig(latency_ms=goal, repeats=args.repeats, prune=PruneConfig(round_to=args.round_to))
         net, record = prune_to_latency(model, SHAPE, cfg, finetune=per_round)
         if args.finetune_epochs:
             finetune_fn(train, args.finetune_epochs, teacher)(net)
@@ -447,6 +447,8 @@ def main() -> None:
     p.add_argument("--prune-steps", type=int, default=2)
     p.add_argument("--prune-speedup", type=float, default=2.2,
                    help="latency-driven pruning goal: fp32 latency / this (0 = skip that row)")
+    p.add_argument("--round-to", type=int, default=8,
+                   help="latency-driven pruning keeps channel counts in multiples of this (4 suits 16-channel nets)")
     p.add_argument("--finetune-epochs", type=int, default=5)
     p.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
     p.add_argument("--qat-epochs", type=int, default=3, help="LSQ fine-tune epochs (0 = none)")

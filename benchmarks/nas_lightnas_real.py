@@ -83,9 +83,11 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="torch threads for search and training")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--anchor", action="store_true", help="measured anchoring: LightNAS measures on the machine")
-    ap.add_argument("--measure-every", type=int, default=20, help="with --anchor: architecture steps between "
-                    "measurements during the search (0: only the closing loop)")
+    ap.add_argument("--measure-every", type=int, default=0, help="with --anchor: architecture steps between "
+                    "measurements during the search (0: only the closing loop; the measured run used 20)")
     ap.add_argument("--max-measurements", type=int, default=4, help="with --anchor: closing-loop measurements")
+    ap.add_argument("--skip-train", action="store_true", help="do not retrain the searched networks (landing "
+                    "only: accuracy columns stay empty)")
     ap.add_argument("--reuse-from", type=Path, help="work dir of a finished run to take the table, warm-up and "
                     "family training from")
     ap.add_argument("--work-dir", type=Path, help="state and checkpoints (default benchmarks/runs/<name>)")
@@ -361,7 +363,7 @@ def summarize(args: Any, state: State, lt: LatencyTable, searched: list[dict[str
     rows = []
     for s in searched:
         name = f"lightnas-{s['level']:g}"
-        ms, acc, T = meas[name]["median_ms"], trained[name]["test_accuracy"], s["target_ms"]
+        ms, acc, T = meas[name]["median_ms"], trained.get(name, {}).get("test_accuracy"), s["target_ms"]
         inside = family[0][0] <= ms <= family[-1][0] if family else False
         interp = float(np.interp(ms, [f[0] for f in family], [f[1] for f in family])) if inside else None
         raw, corr = ms / T, ms / (drift * T)
@@ -376,7 +378,7 @@ def summarize(args: Any, state: State, lt: LatencyTable, searched: list[dict[str
                      "anchor_measured_over_T": None if s.get("anchor_measured_ms") is None
                      else s["anchor_measured_ms"] / T,
                      "test_accuracy": acc, "mbv2_accuracy_at_same_ms": interp,
-                     "accuracy_gain_over_mbv2": None if interp is None else acc - interp,
+                     "accuracy_gain_over_mbv2": None if interp is None or acc is None else acc - interp,
                      "ops": s["spec"]["params"]["ops"]})
     mbv2 = [{"name": k, "width": float(k.split("-")[1]), "measured_ms": ms, "test_accuracy": acc,
              "measured_min_ms": meas[k]["min_ms"], "measured_max_ms": meas[k]["max_ms"]} for ms, acc, k in family]
@@ -482,6 +484,8 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     for i, r in enumerate(doc["searched"]):
         c = f"C{i}"
         ax.axvline(r["target_ms"], color=c, ls=":", lw=1)
+        if r["test_accuracy"] is None:  # --skip-train: no accuracy to place it by
+            continue
         ax.errorbar(r["measured_ms"], 100 * r["test_accuracy"], xerr=[[r["measured_ms"] - r["measured_min_ms"]],
                     [r["measured_max_ms"] - r["measured_ms"]]], fmt="*", ms=12, color=c, capsize=2,
                     label=f"LightNAS T={r['target_ms']:.2f} ms (measured/T {r['measured_over_T_raw']:.2f})")
@@ -515,7 +519,8 @@ def main() -> None:
     searched = search(args, state, lt)
     specs = models(args, searched)
     final = final_round(args, state, lt, specs)  # timed before training: the earlier, the less drift
-    trained = train_all(args, state, specs)
+    trained = train_all(args, state, {k: v for k, v in specs.items() if not (args.skip_train and
+                                                                             k.startswith("lightnas-"))})
     doc = summarize(args, state, lt, searched, trained, final, time.perf_counter() - t0)
     out = RESULTS / args.name
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,10 @@ Steps (work folder `work_dir`):
 2. the target is checked against the table's range: below its cheapest network → `BudgetError` naming the
    smallest achievable latency; above the dearest → `ConfigError` (every network meets it: nothing to search);
 3. one LightNAS run (weight-only warm-up epochs, then search epochs), measured-anchored by default
-   (`anchor`: the search times its argmax architecture on the target every `measure_every` architecture
-   steps and in a closing loop, so the table's local bias and the machine's drift are measured away);
+   (`anchor`: after the search, a closing loop times the result on the target and repairs it against the
+   measurement, so the table's local bias and the machine's drift are measured away; `measure_every` > 0
+   also re-anchors during the search, which on CIFAR-10 made the controller swing (argmax at 0.54-1.43 T at
+   the end of the search, benchmarks/results/nas_lightnas_real-anchored.md), hence off by default);
 4. the searched network, extracted from the supernet with its shared weights (`model.pt`, `spec.json`), is
    timed on the target (median of `verify_rounds` timings) and compared with the target.
 The record (`out`, written atomically) holds the config, the table's held-out error and range, every
@@ -70,7 +72,7 @@ class LightNASJobConfig:
     table_archs: int = 60
     table_passes: int = 2
     anchor: bool = True
-    measure_every: int = 20
+    measure_every: int = 0
     verify_rounds: int = 5
     threads: int = 1
     seed: int = 0
