@@ -415,11 +415,15 @@ def markdown(result: dict[str, Any]) -> str:
                   "calibration images)", "", *onnx_table(m), ""]
         if m["qat"]:
             lines += [*qat_table(m, result["args"]["qat_epochs"]), ""]
-    lines += ["Weight bytes count w4 rows at 4 bits per weight (packed storage, as an MCU deployment holds them); "
-              "their ONNX files keep the 4-bit values in int8 (no int4 convolution in ONNX Runtime), so file bytes "
-              "and latency equal the int8 rows'.", "",
-              "Unstructured pruning zeroes weights but the dense runtime still multiplies them: its latency is "
-              "the fp32 model's; only sparse storage (see JSON: sparse_bytes vs dense_bytes) would shrink it.", ""]
+    names = [n for m in result["models"] for n in (*m["rows"], *m["qat"])]
+    if any("w4" in n for n in names):
+        lines += ["Weight bytes count w4 rows at 4 bits per weight (packed storage, as an MCU deployment holds "
+                  "them); their ONNX files keep the 4-bit values in int8 (no int4 convolution in ONNX Runtime), so "
+                  "file bytes and latency equal the int8 rows'.", ""]
+    if any(n.startswith("unstructured") for n in names):
+        lines += ["Unstructured pruning zeroes weights but the dense runtime still multiplies them: its latency is "
+                  "the fp32 model's; only sparse storage (see JSON: sparse_bytes vs dense_bytes) would shrink it.",
+                  ""]
     if result.get("kernel_ceiling"):
         lines += ["## int8 vs fp32 convolution ceiling on this CPU", "",
                   "Plain stacks of five 3×3 convolutions (BN, ReLU) of growing width, fp32 vs our int8 (U8S8 "
