@@ -86,6 +86,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--measure-every", type=int, default=0, help="with --anchor: architecture steps between "
                     "measurements during the search (0: only the closing loop; the measured run used 20)")
     ap.add_argument("--max-measurements", type=int, default=4, help="with --anchor: closing-loop measurements")
+    ap.add_argument("--name", help="results file stem (default nas_lightnas_real[-anchored][-quick])")
     ap.add_argument("--skip-train", action="store_true", help="do not retrain the searched networks (landing "
                     "only: accuracy columns stay empty)")
     ap.add_argument("--reuse-from", type=Path, help="work dir of a finished run to take the table, warm-up and "
@@ -99,7 +100,8 @@ def parse() -> argparse.Namespace:
     for k, v in preset.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    args.name = "nas_lightnas_real" + ("-anchored" if args.anchor else "") + ("-quick" if args.quick else "")
+    args.name = args.name or ("nas_lightnas_real" + ("-anchored" if args.anchor else "") +
+                              ("-quick" if args.quick else ""))
     args.work_dir = args.work_dir or ROOT / "runs" / args.name
     return args
 
@@ -437,8 +439,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "*measured/T raw* divides the measured median by T; *drift-corrected* divides it by drift·T (T "
         "re-expressed at the final round's machine speed). Shared, noisy machine: see the machine block in the "
         "JSON.", "",
-        *([f"Measured anchoring (`--anchor`): each search measured its argmax architecture every "
-           f"{s['measure_every']} architecture steps and in a closing loop (at most {s['max_measurements']} "
+        *(["Measured anchoring (`--anchor`): each search measured its argmax architecture "
+           + (f"every {s['measure_every']} architecture steps and " if s["measure_every"] else "")
+           + f"in a closing loop after the search (at most {s['max_measurements']} "
            "measurements); *anchor* gives the search's own last measurement of its result / T and the number of "
            "measurements. Raw measured/T is the figure that counts here: the anchor already absorbs the drift up "
            "to the search.", ""] if s.get("anchor") else []),
