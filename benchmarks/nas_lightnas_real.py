@@ -249,7 +249,7 @@ def search(args: Any, state: State, lt: LatencyTable) -> list[dict[str, Any]]:
         if args.anchor:
             extra.update(measure_every=args.measure_every, max_measurements=args.max_measurements)
         cfg = LightNASConfig(target=target, epochs=args.search_epochs, warmup_epochs=0, seed=args.seed, **extra)
-        nas = LightNAS(net, lt.cost(), cfg, measure=device_measure(args, lt) if args.anchor else None)
+        nas = LightNAS(net, lt.cost(), cfg, measure=lt.time_spec if args.anchor else None)
         nas.fit(train_b, val_b)
         done[f"{lev:g}"] = {"level": lev, "target_ms": target, "spec": nas.spec_.to_dict(),
                             "predicted_ms": nas.cost_, "search_predicted_ms": nas.search_cost_,
@@ -266,18 +266,6 @@ def search(args: Any, state: State, lt: LatencyTable) -> list[dict[str, Any]]:
             f"{time.perf_counter() - t0:.0f} s")
         state.put("search", done)
     return [done[f"{lev:g}"] for lev, _ in targets]
-
-
-def device_measure(args: Any, lt: LatencyTable) -> Any:
-    """Measured anchoring's `measure`: build the architecture, export it, median of 3 timings of the table's
-    settings (ms)."""
-    space, path = get_space("mbconv"), args.work_dir / "onnx" / "anchor.onnx"
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def measure(spec: ArchSpec) -> float:
-        export_onnx(space.build(spec, num_classes=10).eval(), (3, 32, 32), path)
-        return float(np.median([lt.time_onnx(path) for _ in range(3)]))
-    return measure
 
 
 # -- step 3: training ----------------------------------------------------------------------------------------
@@ -337,7 +325,7 @@ def final_round(args: Any, state: State, lt: LatencyTable, specs: dict[str, Arch
     for i in pick:
         p = args.work_dir / "onnx" / f"calib-{i}.onnx"
         if not p.exists():
-            export_onnx(get_space("mbconv").build(lt.specs_[i]).eval(), (3, 32, 32), p)
+            lt.export(lt.specs_[i], p)
         paths[f"calib-{i}"] = p
     rng, t0 = np.random.default_rng(args.seed + 3), time.perf_counter()
     keys, times = list(paths), {k: [] for k in paths}

@@ -183,12 +183,6 @@ def run_lightnas_job(cfg: LightNASJobConfig, out: Path, *, log: Log | None = Non
 
     train_b = _Batches(train, cfg.batch_size, cfg.seed, D.DATASETS.get(cfg.data).augment)
     val_b = _Batches(val, cfg.batch_size, cfg.seed + 1, "none")
-    probe = work / "probe.onnx"
-
-    def measure(spec: ArchSpec) -> float:
-        export_onnx(space.build(spec, num_classes=classes).eval(), tuple(space.input_shape), probe)
-        return float(np.median([table.time_onnx(probe) for _ in range(3)]))
-
     epochs = cfg.warmup_epochs + cfg.search_epochs
     ncfg = LightNASConfig(target=cfg.latency_ms, epochs=epochs, warmup_epochs=cfg.warmup_epochs, seed=cfg.seed,
                           measure_every=cfg.measure_every if cfg.anchor else 0)
@@ -197,7 +191,7 @@ def run_lightnas_job(cfg: LightNASJobConfig, out: Path, *, log: Log | None = Non
         f"{cfg.search_epochs} search epochs over {len(train)} images" + (", measured anchoring" if cfg.anchor
                                                                            else ""))
     t0 = time.perf_counter()
-    nas = LightNAS(net, table.cost(), ncfg, measure=measure if cfg.anchor else None)
+    nas = LightNAS(net, table.cost(), ncfg, measure=table.time_spec if cfg.anchor else None)
     nas.fit(train_b, val_b, on_batch=None if on_batch is None else
             (lambda e, b: on_batch(e * len(train_b) + b + 1, total, e)))
     search_s = time.perf_counter() - t0

@@ -169,22 +169,33 @@ class LatencyTable:
 
     def _measure(self, space: Any, specs: list[ArchSpec], log: Log | None) -> np.ndarray:
         """(passes, networks) ms: every network exported once, then timed once per pass in a fresh order."""
-        from devicefit.nn import export_onnx
-
         cfg = self.config
         rng = np.random.default_rng(cfg.seed + 2)
         out = np.zeros((cfg.passes, len(specs)))
         with tempfile.TemporaryDirectory(prefix="devicefit-lat-table-") as tmp:
-            paths = []
-            for i, spec in enumerate(specs):
-                net = space.build(spec, num_classes=cfg.num_classes, input_shape=cfg.shape()).eval()
-                paths.append(export_onnx(net, cfg.shape(), Path(tmp) / f"net{i}.onnx"))
+            paths = [self.export(spec, Path(tmp) / f"net{i}.onnx", space) for i, spec in enumerate(specs)]
             for p in range(cfg.passes):
                 for i in rng.permutation(len(specs)):
                     out[p, i] = self.time_onnx(paths[i])
                 if log is not None:
                     log(f"latency table: pass {p + 1}/{cfg.passes} over {len(specs)} networks done")
         return out
+
+    def export(self, spec: ArchSpec, path: str | Path, space: Any = None) -> Path:
+        """`spec` built at the table's input shape and classes (untrained: latency does not depend on the
+        weights) and exported to ONNX at `path`."""
+        from devicefit.nn import export_onnx
+
+        cfg = self.config
+        space = space or _mbconv_space(cfg.space)
+        net = space.build(spec, num_classes=cfg.num_classes, input_shape=cfg.shape()).eval()
+        return export_onnx(net, cfg.shape(), Path(path))  # type: ignore[no-any-return]
+
+    def time_spec(self, spec: ArchSpec, times: int = 3) -> float:
+        """Median ms of `times` `time_onnx` timings of `spec` exported by `export` (a temporary file)."""
+        with tempfile.TemporaryDirectory(prefix="devicefit-lat-spec-") as tmp:
+            path = self.export(spec, Path(tmp) / "net.onnx")
+            return float(np.median([self.time_onnx(path) for _ in range(times)]))
 
     def time_onnx(self, path: str | Path) -> float:
         """Median ms of one `.onnx` file on the config's target and settings (`sessions` fresh sessions)."""

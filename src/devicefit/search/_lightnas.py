@@ -195,8 +195,7 @@ class LightNAS:
         measured = float(self.measure(spec))
         if not math.isfinite(measured) or measured <= 0:
             raise ConfigError(f"measure returned {measured!r} for {spec}; expected a positive cost in LAT's unit")
-        with torch.no_grad():
-            predicted = float(self.cost(_onehot(idx, len(ops))))
+        predicted = self._raw_cost(idx, len(ops))
         self.scale_ = measured / predicted
         self.measurements_.append({"step": step, "phase": "search" if step is not None else "closing",
                                    "spec": spec.to_dict(), "predicted": predicted, "measured": measured,
@@ -324,10 +323,14 @@ class LightNAS:
     def _argmax(self, mask: Tensor) -> Tensor:
         return self.alpha_.masked_fill(~mask, -math.inf).argmax(1)
 
+    def _raw_cost(self, idx: Tensor, n_ops: int) -> float:
+        """LAT of the architecture `idx` as the cost model gives it."""
+        with torch.no_grad():
+            return float(self.cost(_onehot(idx, n_ops)))
+
     def _cost_of(self, idx: Tensor, n_ops: int) -> float:
         """LAT of the architecture `idx`, scaled by the measured anchor."""
-        with torch.no_grad():
-            return self.scale_ * float(self.cost(_onehot(idx, n_ops)))
+        return self.scale_ * self._raw_cost(idx, n_ops)
 
     def _spec(self, ops: tuple[str, ...], idx: Tensor) -> ArchSpec:
         base = self.supernet.active_
