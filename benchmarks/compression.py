@@ -56,7 +56,7 @@ from devicefit.compress import (
     runtime_op_counts,
 )
 from devicefit.core import ArchSpec, atomic_write_json, atomic_write_text, machine_info, read_json
-from devicefit.hardware import measure_latency
+from devicefit.hardware import measure_interleaved
 from devicefit.nn import analyze, export_onnx
 
 ROOT = Path(__file__).resolve().parent
@@ -156,30 +156,27 @@ def ort_default(fp32: Path, out: Path, calib: np.ndarray, **overrides: Any) -> P
     return out
 
 
-def finetune_fn(train: D.ArrayDataset, epochs: int, teacher: nn.Module | None) -> Callable[[nn.Module], nn.Module]:
+def finetune_fn(train: D.ArrayDataset, epochs: int, teacher: nn.Module | None,
+                lr: float = 0.01) -> Callable[[nn.Module], nn.Module]:
     def finetune(net: nn.Module) -> nn.Module:
-        cfg = T.TrainConfig(epochs=epochs, lr=0.01, warmup_epochs=0.0, threads=1, distill_alpha=0.5)
-        T.fit(net, train, cfg, teacher=teacher, augment_default="crop_flip", progress=False)
+        cfg = T.TrainConfig(epochs=epochs, lr=lr, warmup_epochs=0.0, threads=1, distill_alpha=0.5)
+        T.fit(net, train, cfg, teacher=teacher, augment_default="crop_flip", progress=False,
+              log=lambda line: print(f"    fine-tune {line}", flush=True))
         return net
     return finetune
 
 
 def interleaved_latency(paths: dict[str, Path], rounds: int, repeats: int,
                         shape: tuple[int, ...] = SHAPE) -> dict[str, dict[str, float]]:
-    """Median of per-round medians for every file, rounds interleaved so drift hits all models alike."""
-    meds: dict[str, list[float]] = {k: [] for k in paths}
-    cvs: dict[str, list[float]] = {k: [] for k in paths}
+    """Every file timed side by side (`measure_interleaved`): median of round medians, its p10/p90, and the
+    paired (per-round) speed-up against the first file."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # spread is reported per row instead
-        for _ in range(rounds):
-            for name, path in paths.items():
-                r = measure_latency(path, "host-ort", input_shape=shape, repeats=repeats, warmup=10, rounds=1,
-                                    threads=1)
-                meds[name].append(r.median_ms)
-                cvs[name].append(r.cv)
-    return {k: {"median_ms": float(np.median(v)), "p10_ms": float(np.percentile(v, 10)),
-                "p90_ms": float(np.percentile(v, 90)), "cv_within_round": float(np.median(cvs[k]))}
-            for k, v in meds.items()}
+        m = measure_interleaved(paths, "host-ort", input_shape=shape, rounds=rounds, repeats=repeats, threads=1)
+    first = next(iter(paths))
+    return {k: {"median_ms": m.median_ms(k), "p10_ms": float(np.percentile(v, 10)),
+                "p90_ms": float(np.percentile(v, 90)), "paired_speedup": m.ratio(first, k)}
+            for k, v in m.rounds_ms.items()}
 
 
 def bench_model(run: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -234,10 +231,10 @@ def ptq_rows(run: str, model: nn.Module, macs: int, fp32: Path, calib: np.ndarra
 
 def time_rows(rows: dict[str, dict[str, Any]], work: Path, args: argparse.Namespace) -> None:
     """Time every row's ONNX file (in `work`) interleaved, and set its latency and ratios to fp32."""
-    lat = interleaved_latency({name: work / row["file"] for name, row in rows.items()}, args.rounds, args.repeats)
-    base = lat["fp32"]["median_ms"]
+    files = {name: work / row["file"] for name, row in sorted(rows.items(), key=lambda kv: kv[0] != "fp32")}
+    lat = interleaved_latency(files, args.rounds, args.repeats)
     for name, row in rows.items():
-        row.update(lat[name], speedup_vs_fp32=base / lat[name]["median_ms"],
+        row.update(lat[name], speedup_vs_fp32=lat[name]["paired_speedup"],
                    size_ratio_vs_fp32=rows["fp32"]["file_bytes"] / row["file_bytes"],
                    weight_ratio_vs_fp32=rows["fp32"]["weight_bytes"] / row["weight_bytes"])
 
@@ -292,21 +289,28 @@ def prune_rows(run: str, model: nn.Module, train_full: D.ArrayDataset, calib: np
     kd = " distilled" if args.distill else ""
     if args.prune_speedup:
         t0 = time.perf_counter()
-        base_ms = measure_latency(model, "host-ort", input_shape=SHAPE, repeats=args.repeats, rounds=3,
-                                  threads=1).median_ms
-        goal = base_ms / args.prune_speedup
-        per_round = finetune_fn(train, 1, teacher) if args.finetune_epochs else None
-        cfg = LatencyPruneConfig(latency_ms=goal, repeats=args.repeats, prune=PruneConfig(round_to=args.round_to))
+        per_round = finetune_fn(train, args.round_epochs, teacher, args.finetune_lr) if args.round_epochs else None
+        cfg = LatencyPruneConfig(speedup=args.prune_speedup, rounds=args.prune_rounds, repeats=args.repeats,
+                                 max_step_ratio=args.max_step_ratio, prune=PruneConfig(round_to=args.round_to))
         net, record = prune_to_latency(model, SHAPE, cfg, finetune=per_round)
         if args.finetune_epochs:
-            finetune_fn(train, args.finetune_epochs, teacher)(net)
-        tag = (f"pruned to 1/{args.prune_speedup:g} latency (measured), "
-               f"{len(record['history']) - 1} round(s) + {args.finetune_epochs} ep{kd} fine-tune")
+            finetune_fn(train, args.finetune_epochs, teacher, args.finetune_lr)(net)
+        n = len(record["history"]) - 1
+        tag = (f"pruned to 1/{args.prune_speedup:g} latency (measured), {n} round(s)"
+               f"{f' x {args.round_epochs} ep' if args.round_epochs else ''} + {args.finetune_epochs} ep{kd} "
+               "fine-tune")
         macs = analyze(net, SHAPE).macs
         add(tag, export_onnx(net, SHAPE, tmp / f"{run}-pruned-lat.onnx", dynamic_batch=True), macs,
-            time.perf_counter() - t0, {"latency_prune": record, "fp32_ms_at_start": base_ms})
+            time.perf_counter() - t0, {"latency_prune": record})
         q = PostTrainingQuantizer(PTQConfig(calibrator="percentile")).calibrate(net, calib, SHAPE)
         add(tag + " + int8", q.save(tmp / f"{run}-pruned-lat-int8.onnx"), macs, 0.0)
+        if args.prune_control:  # the unpruned model trained alike: what the extra epochs alone give
+            t0 = time.perf_counter()
+            epochs = n * args.round_epochs + args.finetune_epochs
+            ref = finetune_fn(train, epochs, teacher, args.finetune_lr)(copy.deepcopy(model))
+            add(f"fp32 fine-tuned {epochs} ep{kd} alike (control)",
+                export_onnx(ref, SHAPE, tmp / f"{run}-control.onnx", dynamic_batch=True), analyze(ref, SHAPE).macs,
+                time.perf_counter() - t0)
     if args.prune_ratio:
         t0 = time.perf_counter()
         ft = finetune_fn(train, args.finetune_epochs, teacher) if args.finetune_epochs else None
@@ -352,7 +356,7 @@ def time_ceiling(rows: list[dict[str, Any]], work: Path, args: argparse.Namespac
         files = {p: work / f"ceiling{r['width']}-{p}.onnx" for p in ("fp32", "int8")}
         lat = interleaved_latency(files, args.rounds, max(10, args.repeats // 4), (3, r["size"], r["size"]))
         fp, q = lat["fp32"]["median_ms"], lat["int8"]["median_ms"]
-        r.update(fp32_ms=fp, int8_ms=q, speedup=fp / q, fp32_gmacs_per_s=r["macs"] / fp / 1e6,
+        r.update(fp32_ms=fp, int8_ms=q, speedup=lat["int8"]["paired_speedup"], fp32_gmacs_per_s=r["macs"] / fp / 1e6,
                  int8_gmacs_per_s=r["macs"] / q / 1e6)
         print(f"  ceiling c={r['width']} {r['size']}x{r['size']}: x{r['speedup']:.2f}", flush=True)
 
@@ -454,6 +458,15 @@ def main() -> None:
     p.add_argument("--round-to", type=int, default=8,
                    help="latency-driven pruning keeps channel counts in multiples of this (4 suits 16-channel nets)")
     p.add_argument("--finetune-epochs", type=int, default=5)
+    p.add_argument("--finetune-lr", type=float, default=0.01, help="fine-tune learning rate (cosine decay)")
+    p.add_argument("--round-epochs", type=int, default=1,
+                   help="latency-driven pruning: fine-tune epochs after each round (0 = none)")
+    p.add_argument("--max-step-ratio", type=float, default=0.3,
+                   help="latency-driven pruning: most channels removed in one round")
+    p.add_argument("--prune-control", action="store_true",
+                   help="also fine-tune the unpruned model for as many epochs as the latency-pruned one (control)")
+    p.add_argument("--prune-rounds", type=int, default=5,
+                   help="latency-driven pruning: interleaved timing rounds (pruned vs unpruned) per check")
     p.add_argument("--distill", action="store_true", help="distil from the unpruned model while fine-tuning")
     p.add_argument("--qat-epochs", type=int, default=3, help="LSQ fine-tune epochs (0 = none)")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),

@@ -91,6 +91,10 @@ def test_cli_bad_ratio_exits_2_naming_the_parameter(source: Path, tmp_path: Path
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["prune", str(source), "--run-dir", str(tmp_path / "x"), "--ratio", "1.5"]) == 2
     assert "ratio" in capsys.readouterr().err
+    assert main(["prune", str(source), "--run-dir", str(tmp_path / "x"), "--speedup", "0.8"]) == 2
+    assert "speedup must be a number > 1" in capsys.readouterr().err
+    assert main(["prune", str(source), "--run-dir", str(tmp_path / "x"), "--speedup", "2", "--latency-ms", "1"]) == 2
+    assert "give exactly one goal: latency_ms or speedup" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

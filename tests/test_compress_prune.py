@@ -144,9 +144,60 @@ def test_sparse_storage_costs_more_than_dense_at_low_sparsity() -> None:
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # few repeats on a shared CPU: spread warnings expected
 def test_latency_driven_pruning_measures_every_round_and_shrinks_the_model() -> None:
     model, shape = _model("resnet8")
-    cfg = LatencyPruneConfig(latency_ms=1e-3, max_steps=2, repeats=5, max_step_ratio=0.3)
+    cfg = LatencyPruneConfig(latency_ms=1e-3, max_steps=2, rounds=2, repeats=5, max_step_ratio=0.3)
     net, record = prune_to_latency(model, shape, cfg)
     hist = record["history"]
     assert [h["step"] for h in hist] == [0, 1, 2] and record["reached"] is False
     assert hist[0]["macs"] > hist[1]["macs"] > hist[2]["macs"] == analyze(net, shape).macs
-    assert all(h["latency_ms"] > 0 for h in hist)
+    assert all(h["latency_ms"] > 0 and h["unpruned_ms"] > 0 for h in hist)
+    assert set(hist[2]["rounds_ms"]) == {"unpruned", "pruned"} and len(hist[2]["rounds_ms"]["pruned"]) == 2
+    assert hist[0]["speedup"] == 1.0 and record["speedup"] == hist[2]["speedup"] > 0
+
+
+class _DriftingMachine:
+    """A fake side-by-side measurement: latency ∝ MACs, times a machine speed that changes on every call
+    (as this VM's did by 0.7-1.6x within minutes), the same for both models of one call."""
+
+    def __init__(self, shape: tuple[int, ...], speeds: list[float]) -> None:
+        self.shape, self.speeds, self.calls = shape, speeds, 0
+
+    def __call__(self, models: dict[str, nn.Module], target: str, **kw: object) -> object:
+        from devicefit.hardware import InterleavedLatency
+
+        speed = self.speeds[self.calls % len(self.speeds)]
+        self.calls += 1
+        return InterleavedLatency(target, {k: (speed * analyze(m, self.shape).macs / 1e6,) for k, m in
+                                           models.items()}, {"threads": 1})
+
+
+def test_speedup_goal_stops_on_the_paired_ratio_whatever_the_drift(monkeypatch: pytest.MonkeyPatch) -> None:
+    from devicefit.compress import _latency_prune
+
+    model, shape = _model("resnet8")
+    machine = _DriftingMachine(shape, [1.0, 0.6, 1.6, 0.7, 1.4])
+    monkeypatch.setattr(_latency_prune, "measure_interleaved", machine)
+    cfg = LatencyPruneConfig(speedup=2.0, max_steps=6, max_step_ratio=0.15, prune=PruneConfig(round_to=1))
+    net, record = prune_to_latency(model, shape, cfg)
+    hist = record["history"]
+    macs0 = analyze(model, shape).macs
+    assert record["reached"] and record["goal_speedup"] == 2.0
+    assert all(h["speedup"] == pytest.approx(macs0 / h["macs"]) for h in hist)  # drift cancels in the pair
+    assert hist[-1]["speedup"] >= 2.0 > hist[-2]["speedup"]  # stops at the first round past the goal
+    assert hist[-1]["macs"] == analyze(net, shape).macs
+    # an absolute goal taken from the first figure is misled by the same drift: it stops elsewhere
+    machine.calls = 0
+    _, absolute = prune_to_latency(model, shape, LatencyPruneConfig(
+        latency_ms=hist[0]["latency_ms"] / 2.0, max_steps=6, max_step_ratio=0.15, prune=PruneConfig(round_to=1)))
+    assert len(absolute["history"]) != len(hist)
+
+
+def test_latency_prune_config_needs_exactly_one_goal() -> None:
+    with pytest.raises(ConfigError, match="exactly one goal"):
+        LatencyPruneConfig()
+    with pytest.raises(ConfigError, match="exactly one goal"):
+        LatencyPruneConfig(latency_ms=1.0, speedup=2.0)
+    with pytest.raises(ConfigError, match="speedup must be a number > 1"):
+        LatencyPruneConfig(speedup=0.5)
+    with pytest.raises(ConfigError, match="rounds"):
+        LatencyPruneConfig(speedup=2.0, rounds=0)
+    assert LatencyPruneConfig(speedup=2.0).goal == "2x speed-up"

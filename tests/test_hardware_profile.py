@@ -265,3 +265,52 @@ def test_runtime_memory_figure_is_positive() -> None:
     assert rt is not None and rt.value > 0 and rt.unit == "bytes"
     assert "process peak RSS delta" in rt.method["what"] and rt.machine["runtime"] == "onnxruntime"
     assert measure_memory(TinyNet(), "host-torch", input_shape=SHAPE).runtime is None
+
+
+# --- side-by-side (interleaved) measurement ---------------------------------------------------------------
+
+
+def test_interleaved_ratio_holds_while_the_machine_drifts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from devicefit.hardware import _interleaved, measure_interleaved
+
+    ran: list[str] = []
+    models = {}
+    for name in ("slow", "fast"):
+        models[name] = TinyNet()
+        models[name].register_forward_hook(lambda m, i, o, name=name: ran.append(name))
+    drift = [1.0, 1.7, 0.8, 1.3, 1.0]  # the machine's speed per round: absolute figures move 1.7/0.8 = 2.1x
+    base = {"slow": 2.0, "fast": 1.0}
+
+    def fake(run: object, warmup: int, repeats: int) -> np.ndarray:
+        ran.clear()
+        run()  # type: ignore[operator]
+        i = len(calls) // 2
+        calls.append(ran[-1])
+        return np.full(repeats, base[ran[-1]] * drift[i])
+
+    calls: list[str] = []
+    monkeypatch.setattr(_interleaved, "time_runs_ms", fake)
+    with pytest.warns(RuntimeWarning, match="ratios stay paired"):  # the absolute spread is flagged
+        r = measure_interleaved(models, "host-torch", input_shape=SHAPE, rounds=5, repeats=3, threads=1)
+    assert sorted(calls[0:2]) == sorted(calls[2:4]) == ["fast", "slow"]  # every round times every model
+    assert r.ratio("slow", "fast") == pytest.approx(2.0)  # paired: drift cancels exactly
+    assert r.rounds_ms["slow"] == pytest.approx(tuple(2.0 * d for d in drift))
+    assert r.median_ms("fast") == pytest.approx(1.0)
+    assert r.measurement("slow").spread["n"] == 5 and r.to_dict()["method"]["rounds"] == 5
+    with pytest.raises(ConfigError, match="no model named 'other'"):
+        r.ratio("slow", "other")
+
+
+def test_interleaved_measures_real_files_and_rejects_bad_input(onnx_file: Path) -> None:
+    from devicefit.hardware import measure_interleaved
+
+    r = measure_interleaved({"a": onnx_file, "b": TinyNet()}, "host-ort", input_shape=SHAPE, rounds=2, repeats=5,
+                            warmup=1)
+    assert all(len(v) == 2 and min(v) > 0 for v in r.rounds_ms.values())
+    assert 0.2 < r.ratio("a", "b") < 5  # the same network, exported twice
+    with pytest.raises(ConfigError, match="at least one model"):
+        measure_interleaved({}, "host-ort")
+    with pytest.raises(ConfigError, match="rounds"):
+        measure_interleaved({"a": onnx_file}, "host-ort", rounds=0)
+    with pytest.raises(ConfigError, match="host"):
+        measure_interleaved({"a": onnx_file}, "cortex-m4-256k")

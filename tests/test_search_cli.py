@@ -54,9 +54,13 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "measures the fbnet space, not 'nb201'" in capsys.readouterr().err
     assert main(["search", "--target", "nb201-gold-6226", "--latency-ms", "5", "--method", "nope"]) == 2
     assert "unknown search method 'nope'" in capsys.readouterr().err
-    assert main(["search", "--space", "mbconv", "--target", "host-ort", "--latency-ms", "1", "--method",
+    assert main(["search", "--space", "mbconv", "--target", "nb201-gold-6226", "--latency-ms", "1", "--method",
                  "random", "--out", str(tmp_path / "z.json")]) == 2
-    assert "with --method lightnas" in capsys.readouterr().err
+    assert "a supernet search measures latency on a host target" in capsys.readouterr().err
+    assert main(["search", "--space", "mbconv", "--target", "host-ort", "--latency-ms", "1", "--method",
+                 "random", "--option", "oops", "--out", str(tmp_path / "z.json")]) == 2
+    assert "--option takes KEY=VALUE, got 'oops'" in capsys.readouterr().err
+    assert not (tmp_path / "z.json").exists()
 
 
 def test_job_refuses_host_targets_and_unknown_rows() -> None:
@@ -118,3 +122,57 @@ def test_cli_lightnas_lands_records_and_refuses_bad_targets(tmp_path: Path,
     load_weights(net, work / r["model_dir"] / "model.pt")  # the extracted supernet weights load into it
     again = run_json(capsys, *LIGHTNAS, "--latency-ms", str(target), "--out", str(out), "--work-dir", str(work))
     assert again["result"] == res["result"]  # the finished record is reused, not searched again
+
+
+SUPERNET = ["search", "--space", "mbconv", "--target", "host-ort", "--n-train", "96", "--supernet-epochs", "1",
+            "--latency-samples", "5", "--bn-batches", "1"]
+
+
+@pytest.mark.parametrize("method", ["hsconas", "random"])
+def test_cli_supernet_search_records_verifies_and_resumes(method: str, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """HSCoNAS / random search of the MBConv space through the CLI on the bundled CIFAR-10 subset: an
+    infeasible budget names the smallest network's latency (keeping the measured samples); a feasible one
+    records every candidate with its supernet accuracy and estimated latency, scales the winner's channels
+    within the budget, writes the chosen network and times it; more trials continue the stored study."""
+    from devicefit.core import ArchSpec, read_json, read_jsonl
+    from devicefit.space import get_space
+    from devicefit.train import load_weights
+
+    out, work = tmp_path / "s.json", tmp_path / "work"
+    scaling = method == "hsconas"
+    common = [*SUPERNET, "--method", method, "--out", str(out), "--work-dir", str(work),
+              *([] if scaling else ["--no-channel-scaling"])]
+    assert main([*common, "--latency-ms", "1e-4"]) == 2
+    err = capsys.readouterr().err
+    assert "below the smallest network of mbconv on host-ort:" in err and "ms measured" in err
+    samples = read_jsonl(work / "latency-host-ort.jsonl")
+    assert len(samples) >= 5 and not out.exists()
+    budget = sorted(r["latency_ms"] for r in samples)[len(samples) // 2]
+
+    res = run_json(capsys, *common, "--latency-ms", str(budget), "--n-trials", "6")
+    record = read_json(out)
+    assert record["n_evaluated"] == len(record["evaluated"]) == 6
+    assert len(read_jsonl(work / "latency-host-ort.jsonl")) == len(samples)  # measured once, reused
+    name = "host-ort:latency_ms"
+    for e in record["evaluated"]:
+        assert 0.0 <= e["metrics"]["accuracy"] <= 1.0 and e["metrics"][name] > 0
+        assert e["feasible"] == (e["metrics"][name] <= budget)
+    best = max((e for e in record["evaluated"] if e["feasible"]), key=lambda e: e["metrics"]["accuracy"])
+    c = record["chosen"]
+    assert c["searched_spec"] == best["spec"] and c["predicted_ms"] <= budget and c["measured_ms"] > 0
+    assert c["measured_over_budget"] == pytest.approx(c["measured_ms"] / budget)
+    widen = [step for step in c["channel_scaling"] if step["move"] == "widen"]
+    assert all(step["cost"] <= budget for step in widen)
+    if not scaling:
+        assert c["channel_scaling"] == []
+    assert ArchSpec.from_dict(c["spec"])["ops"] == ArchSpec.from_dict(best["spec"])["ops"]  # scaling keeps ops
+    spec = ArchSpec.from_dict(read_json(Path(c["model_dir"]) / "spec.json"))
+    assert spec.to_dict() == c["spec"]
+    load_weights(get_space("mbconv").build(spec, num_classes=10), Path(c["model_dir"]) / "model.pt")
+    assert (Path(c["model_dir"]) / "model.onnx").is_file()
+    assert res["chosen"] == c and record["latency_model"]["loo_median_abs_rel_error"] >= 0
+
+    more = run_json(capsys, *common, "--latency-ms", str(budget), "--n-trials", "8")
+    assert more["n_evaluated"] == 8
+    assert [e["spec"] for e in read_json(out)["evaluated"][:6]] == [e["spec"] for e in record["evaluated"]]

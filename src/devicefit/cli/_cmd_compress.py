@@ -81,10 +81,14 @@ class PruneCommand(_CompressCommand):
         parser.add_argument("--epochs", type=int, help="fine-tune epochs per step")
         parser.add_argument("--distill", action="store_true", default=None, help="fine-tune against the source")
         parser.add_argument("--latency-ms", type=float, help="latency-driven: prune until the target measures this")
+        parser.add_argument("--speedup", type=float,
+                            help="latency-driven: prune until the model runs this many times faster than the "
+                                 "source, both timed side by side (robust to a drifting machine)")
 
     def shortcuts(self, args: argparse.Namespace) -> list[tuple[str, Any]]:
         return [("prune.ratio", args.ratio), ("prune.importance", args.importance), ("prune.steps", args.steps),
-                ("finetune.epochs", args.epochs), ("distill", args.distill), ("latency_ms", args.latency_ms)]
+                ("finetune.epochs", args.epochs), ("distill", args.distill), ("latency_ms", args.latency_ms),
+                ("speedup", args.speedup)]
 
 
 @command("quantize")

@@ -1,13 +1,16 @@
 """`devicefit search`: constrained architecture search on a table-backed space (NAS-Bench-201) through a stored
-optuna study, or LightNAS on an MBConv space against a host target's measured latency (`--method lightnas`),
-each with a progress bar and a JSON record of every evaluated candidate."""
+optuna study; on an MBConv space against a host target's measured latency, a supernet search (hsconas,
+evolution, random: latency model, supernet, study, channel scaling, the chosen network timed) or LightNAS
+(`--method lightnas`); each with a progress bar and a JSON record of every evaluated candidate."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
-from devicefit.core import UnsupportedOpError
+from devicefit.core import ConfigError
 
 from ._output import Output
 from ._registry import command
@@ -20,7 +23,8 @@ class SearchCommand:
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--space", default=None,
-                            help="search space (default nb201; mbconv with --method lightnas)")
+                            help="search space: nb201 (table lookup), mbconv or mbconv_kws (supernet, measured "
+                                 "latency; default nb201, mbconv with --method lightnas)")
         parser.add_argument("--target", required=True,
                             help="a table target such as nb201-pixel2, or a column; lightnas: a host target "
                                  "(host-ort)")
@@ -36,6 +40,15 @@ class SearchCommand:
         parser.add_argument("--storage", help="optuna storage: SQLite path or database URL (default OUT.db)")
         parser.add_argument("--study-name", help="study name (default derived from the settings)")
         parser.add_argument("--out", default="search.json", help="JSON record of the search (default search.json)")
+        s = parser.add_argument_group("hsconas / evolution / random on an MBConv space (supernet, measured latency)")
+        s.add_argument("--supernet-epochs", type=int, default=2, help="supernet training epochs (default 2)")
+        s.add_argument("--latency-samples", type=int, default=16,
+                       help="networks timed for the latency model (default 16; reused once measured)")
+        s.add_argument("--no-channel-scaling", action="store_true", help="skip HSCoNAS channel scaling")
+        s.add_argument("--bn-batches", type=int, default=4,
+                       help="BatchNorm re-estimation batches per scored supernet path (default 4)")
+        s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="search-method option (JSON value), e.g. --option stage_trials=10 --option shrink=false")
         g = parser.add_argument_group("lightnas (MBConv supernet, measured latency)")
         g.add_argument("--data", default="cifar10", help="training data of the supernet (default cifar10)")
         g.add_argument("--width", type=float, default=0.5, help="stage width multiplier searched at (default 0.5)")
@@ -47,18 +60,18 @@ class SearchCommand:
         g.add_argument("--no-anchor", action="store_true",
                        help="trust the latency table alone (default: the search measures its architecture)")
         g.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads (default 1)")
-        g.add_argument("--work-dir", help="latency table and searched network (default: OUT's name + '-work')")
+        g.add_argument("--work-dir", help="latency table/model, supernet and searched network (default: OUT's name "
+                                          "+ '-work')")
 
     def run(self, args: argparse.Namespace, out: Output) -> int:
         from devicefit.pipelines._search_job import SearchJobConfig
+        from devicefit.space import TabularSpace, get_space
 
         if args.method == "lightnas":
             return _lightnas(args, out)
         args.space = args.space or "nb201"
-        if args.space.startswith("mbconv"):
-            raise UnsupportedOpError(
-                f"the CLI searches {args.space!r} with --method lightnas; hsconas/evolution/random over a "
-                "supernet space run as the search stage of `devicefit run` (recipe: search.space, search.method)")
+        if not isinstance(get_space(args.space), TabularSpace):
+            return _supernet(args, out)
         cfg = SearchJobConfig(space=args.space, target=args.target, latency_ms=args.latency_ms, method=args.method,
                               n_trials=args.n_trials, seed=args.seed, dataset=args.dataset, data_dir=args.data_dir,
                               storage=args.storage, study_name=args.study_name)
@@ -98,6 +111,40 @@ def _lightnas(args: argparse.Namespace, out: Output) -> int:
     out.say(f"searched: {' '.join(r['spec']['params']['ops'])} at widths {r['spec']['params']['widths'][0]:g}; "
             f"measured {r['measured_ms']:.4g} ms for a {cfg.latency_ms:g} ms target "
             f"(measured/T {r['measured_over_target']:.3f}); record in {path}")
+    out.set_result(**{k: v for k, v in record.items() if k != "evaluated"}, out=str(path))
+    return 0
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option takes KEY=VALUE, got {pair!r}")
+        try:
+            opts[key] = json.loads(value)
+        except json.JSONDecodeError:
+            opts[key] = value
+    return opts
+
+
+def _supernet(args: argparse.Namespace, out: Output) -> int:
+    from devicefit.pipelines._supernet_search_job import SupernetSearchJobConfig, run_supernet_search_job
+
+    path = Path(args.out)
+    cfg = SupernetSearchJobConfig(
+        latency_ms=args.latency_ms, work_dir=args.work_dir or str(path.with_suffix("")) + "-work", space=args.space,
+        method=args.method, target=args.target, data=args.data, data_dir=args.data_dir, n_train=args.n_train,
+        supernet_epochs=args.supernet_epochs, n_trials=args.n_trials, options=_options(args.option),
+        latency_samples=args.latency_samples, channel_scaling=not args.no_channel_scaling,
+        bn_batches=args.bn_batches, threads=args.threads,
+        seed=args.seed, storage=args.storage, study_name=args.study_name)
+    record = run_supernet_search_job(cfg, path, log=out.say, progress=out.progress)
+    c = record["chosen"]
+    out.say(f"chosen: {' '.join(c['spec']['params']['ops'])} at widths {c['spec']['params']['widths']}; measured "
+            f"{c['measured_ms']:.4g} ms for a {cfg.latency_ms:g} ms budget (predicted {c['predicted_ms']:.4g} ms); "
+            f"{record['n_evaluated']} candidates recorded in {path} (study {record['study_name']!r} in "
+            f"{record['storage']})")
     out.set_result(**{k: v for k, v in record.items() if k != "evaluated"}, out=str(path))
     return 0
 

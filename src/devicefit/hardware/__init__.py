@@ -1,6 +1,7 @@
 """Device targets, profilers, cost and latency models, and the measured NAS tables."""
 
 from ._encoding import ENCODINGS, FBNET, NB201, CellEncoding, get_encoding
+from ._interleaved import InterleavedLatency, measure_interleaved
 from ._layers import BlockLatency, LayerLatency, LayerProfile, aggregate_by_block, layer_latencies
 from ._memory import MemoryReport, analytic_peak_activation_bytes, measure_memory, runtime_peak_rss_bytes
 from ._metrics import evaluate_predictions
@@ -63,6 +64,7 @@ __all__ = [
     "BudgetReport",
     "CellEncoding",
     "GBDTPredictor",
+    "InterleavedLatency",
     "LUTPredictor",
     "LatencyPredictor",
     "LatencyResult",
@@ -95,6 +97,7 @@ __all__ = [
     "load_predictor",
     "load_targets_dir",
     "load_targets_file",
+    "measure_interleaved",
     "measure_latency",
     "measure_memory",
     "optimizer_slots",

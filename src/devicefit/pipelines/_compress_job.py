@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch import nn
 
-from devicefit.compress import PruneConfig, PTQConfig
+from devicefit.compress import LatencyPruneConfig, PruneConfig, PTQConfig
 from devicefit.core import (
     ArchSpec,
     ConfigError,
@@ -58,8 +57,10 @@ class CompressJobConfig:
     data: dataset for calibration, fine-tuning and the test split (the source run's data when left default).
     prune / ptq: the method settings; finetune: training after each pruning step and for distillation
         (`no_finetune` skips it after pruning); distill: fine-tune against the unpruned source as teacher.
-    latency_ms: for "prune", prune round by round until `target` measures at most this (latency-driven
-        mode; `prune.ratio`/`steps` then set per round), else prune `prune.ratio` in `prune.steps` steps.
+    latency_ms / speedup: for "prune", prune round by round until `target` measures at most `latency_ms`, or
+        until the pruned model runs `speedup` times faster than the source timed beside it (latency-driven
+        mode, at most one of the two; `prune.ratio`/`steps` then set per round), else prune `prune.ratio` in
+        `prune.steps` steps.
     student: for "distill", the zoo model to train (name "" → the source's family with `params` overrides).
     n_calibration: train images for int8 calibration; latency_repeats/latency_rounds: timing of before/after,
         interleaved on `target`. run_dir: the new folder (required; never the source).
@@ -76,6 +77,7 @@ class CompressJobConfig:
     no_finetune: bool = False
     distill: bool = False
     latency_ms: float | None = None
+    speedup: float | None = None
     student: ModelConfig = field(default_factory=lambda: ModelConfig(name="", params={}))
     n_calibration: int = 256
     target: str = "host-ort"
@@ -90,8 +92,8 @@ class CompressJobConfig:
             raise ConfigError("run_dir must name the new output folder (the source is never written)")
         for name in ("n_calibration", "latency_repeats", "latency_rounds"):
             check_positive(name, getattr(self, name))
-        if self.latency_ms is not None:
-            check_positive("latency_ms", self.latency_ms)
+        if self.latency_ms is not None or self.speedup is not None:  # validates the goal
+            LatencyPruneConfig(latency_ms=self.latency_ms, speedup=self.speedup, target=self.target)
 
 
 @dataclass
@@ -170,23 +172,19 @@ def _source_data(cfg: CompressJobConfig, config: Path | None) -> DataConfig:
 
 
 def _measure_pair(before: Path, after: Path, cfg: CompressJobConfig) -> dict[str, Any]:
-    """Batch-1 latency of both files on `cfg.target`, rounds interleaved (before, after, before, ...)."""
+    """Batch-1 latency of both files on `cfg.target`, timed side by side in interleaved rounds."""
     import warnings
 
-    from devicefit.hardware import measure_latency
+    from devicefit.hardware import measure_interleaved
 
-    meds: dict[str, list[float]] = {"before": [], "after": []}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the spread of each round is kept in the record
-        for _ in range(cfg.latency_rounds):
-            for key, path in (("before", before), ("after", after)):
-                r = measure_latency(path, cfg.target, repeats=cfg.latency_repeats, rounds=1, threads=1,
-                                    input_shape=None)
-                meds[key].append(r.median_ms)
-    out = {f"{k}_latency_ms": float(np.median(v)) for k, v in meds.items()}
-    return {**out, "latency_rounds_ms": meds, "speedup": out["before_latency_ms"] / out["after_latency_ms"],
+        m = measure_interleaved({"before": before, "after": after}, cfg.target, rounds=cfg.latency_rounds,
+                                repeats=cfg.latency_repeats, threads=1)
+    return {"before_latency_ms": m.median_ms("before"), "after_latency_ms": m.median_ms("after"),
+            "latency_rounds_ms": {k: list(v) for k, v in m.rounds_ms.items()}, "speedup": m.ratio("before", "after"),
             "latency_method": f"{cfg.target}, 1 thread, batch 1, median of {cfg.latency_rounds} interleaved "
-                              f"rounds x {cfg.latency_repeats} repeats"}
+                              f"rounds x {cfg.latency_repeats} repeats (speed-up: median of per-round ratios)"}
 
 
 def _side(model: nn.Module | None, onnx_path: Path, macs: int, test: Any) -> dict[str, Any]:
@@ -267,8 +265,9 @@ def _prune(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
     shape = tuple(ctx.src.spec["input_shape"])
     teacher = ctx.src.model if ctx.cfg.distill else None
     finetune = _finetune_fn(ctx, teacher)
-    if ctx.cfg.latency_ms is not None:
-        lcfg = C.LatencyPruneConfig(latency_ms=ctx.cfg.latency_ms, target=ctx.cfg.target, prune=ctx.cfg.prune)
+    if ctx.cfg.latency_ms is not None or ctx.cfg.speedup is not None:
+        lcfg = C.LatencyPruneConfig(latency_ms=ctx.cfg.latency_ms, speedup=ctx.cfg.speedup, target=ctx.cfg.target,
+                                    prune=ctx.cfg.prune)
         net, details = C.prune_to_latency(ctx.src.model, shape, lcfg, finetune=finetune)
     else:
         res = C.StructuredPruner(ctx.cfg.prune).fit(ctx.src.model, shape, finetune=finetune).result_
