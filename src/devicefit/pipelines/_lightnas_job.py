@@ -41,6 +41,8 @@ from devicefit.core import (
     read_json,
 )
 
+from ._search_data import search_splits
+
 __all__ = ["LightNASJobConfig", "run_lightnas_job"]
 
 Log = Callable[[str], None]
@@ -115,21 +117,6 @@ def _check_target(cfg: LightNASJobConfig, lo: float, hi: float) -> None:
                           "meets it; raise width to search a larger space")
 
 
-def _data(cfg: LightNASJobConfig, input_shape: tuple[int, ...]) -> tuple[Any, Any, int]:
-    from devicefit import data as D
-
-    full = D.load_dataset(cfg.data, "train", cfg.data_dir)
-    if tuple(full.input_shape) != tuple(input_shape):
-        raise ConfigError(f"data {cfg.data!r} has input shape {tuple(full.input_shape)}, space {cfg.space!r} "
-                          f"expects {tuple(input_shape)}; pick the space made for this data")
-    train, val = D.split_train_val(full, cfg.val_fraction, seed=cfg.seed)
-    if cfg.n_train and cfg.n_train < len(train):  # a random subset (splits are stored class by class)
-        rng = np.random.default_rng(cfg.seed)
-        train = train.subset(np.sort(rng.permutation(len(train))[: cfg.n_train]))
-        val = val.subset(np.sort(rng.permutation(len(val))[: max(cfg.n_train // 5, cfg.batch_size)]))
-    return train, val, full.num_classes
-
-
 class _Batches:
     """A re-iterable of torch (x, y) batches: every pass reshuffles and re-augments (seeded)."""
 
@@ -175,7 +162,9 @@ def run_lightnas_job(cfg: LightNASJobConfig, out: Path, *, log: Log | None = Non
     table = _table(cfg, work, say)
     lo, hi = table.range_ms()
     _check_target(cfg, lo, hi)
-    train, val, classes = _data(cfg, tuple(space.input_shape))
+    train, val, classes = search_splits(cfg.data, cfg.data_dir, space=cfg.space, input_shape=space.input_shape,
+                                        val_fraction=cfg.val_fraction, n_train=cfg.n_train,
+                                        batch_size=cfg.batch_size, seed=cfg.seed)
     widths = table.config.stage_widths
     torch.manual_seed(cfg.seed)
     net = MBConvSupernet(space, num_classes=classes).set_active(space.smallest().replace(widths=widths))

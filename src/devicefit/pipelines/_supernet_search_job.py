@@ -38,6 +38,8 @@ from devicefit.core import (
     to_dict,
 )
 
+from ._search_data import search_splits
+
 __all__ = ["SUPERNET_METHODS", "SupernetSearchJobConfig", "default_options", "run_supernet_search_job"]
 
 Log = Callable[[str], None]
@@ -111,25 +113,6 @@ def _tag(body: Any) -> str:
     return ArchSpec("job", body).spec_id[:8]
 
 
-def _data(cfg: SupernetSearchJobConfig, space: Any) -> tuple[Any, Any, Any]:
-    import numpy as np
-
-    from devicefit import data as D
-
-    full = D.load_dataset(cfg.data, "train", cfg.data_dir)
-    want = tuple(getattr(space, "input_shape", full.input_shape))
-    if tuple(full.input_shape) != want:
-        raise ConfigError(f"data {cfg.data!r} has input shape {tuple(full.input_shape)}, space {cfg.space!r} "
-                          f"expects {want}; pick the space made for this data (mbconv: 32x32 images, "
-                          "mbconv_kws: audio features)")
-    train, val = D.split_train_val(full, cfg.val_fraction, seed=cfg.seed)
-    if cfg.n_train and cfg.n_train < len(train):  # a random subset (splits are stored class by class)
-        rng = np.random.default_rng(cfg.seed)
-        train = train.subset(np.sort(rng.permutation(len(train))[: cfg.n_train]))
-        val = val.subset(np.sort(rng.permutation(len(val))[: max(cfg.n_train // 5, cfg.batch_size)]))
-    return train, val, D.load_dataset(cfg.data, "test", cfg.data_dir)
-
-
 def run_supernet_search_job(cfg: SupernetSearchJobConfig, out: str | Path, *, log: Log | None = None,
                             on_trial: Callable[[Any], None] | None = None, progress: bool = False
                             ) -> dict[str, Any]:
@@ -159,8 +142,11 @@ def run_supernet_search_job(cfg: SupernetSearchJobConfig, out: str | Path, *, lo
         raise ConfigError(f"target {cfg.target!r} is a {target.kind} target; a supernet search measures latency "
                           "on a host target (devicefit targets ls --kind host)")
     torch.set_num_threads(cfg.threads)
-    train, val, test = _data(cfg, space)
-    shape, classes = tuple(train.input_shape), train.num_classes
+    shape = tuple(space.input_shape)
+    train, val, classes = search_splits(cfg.data, cfg.data_dir, space=cfg.space, input_shape=shape,
+                                        val_fraction=cfg.val_fraction, n_train=cfg.n_train,
+                                        batch_size=cfg.batch_size, seed=cfg.seed)
+    test = D.load_dataset(cfg.data, "test", cfg.data_dir)
 
     # 1. latency model and the budget's feasibility
     costs = build_cost_model(space, [target.with_budgets(latency_ms=cfg.latency_ms)], "fp32", work,
