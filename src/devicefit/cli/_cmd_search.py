@@ -18,50 +18,53 @@ from ._registry import command
 
 @command("search")
 class SearchCommand:
-    help = ("hardware-aware NAS under a latency budget: tabular spaces by table lookup (hsconas, evolution, "
-            "random), or LightNAS on mbconv against a host target")
+    help = ("hardware-aware NAS under a latency budget: table spaces by lookup (hsconas, evolution, random); "
+            "supernet spaces (mbconv) against a host target's measured latency (hsconas, evolution, random, "
+            "lightnas)")
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--space", default=None,
                             help="search space: nb201 (table lookup), mbconv or mbconv_kws (supernet, measured "
                                  "latency; default nb201, mbconv with --method lightnas)")
         parser.add_argument("--target", required=True,
-                            help="a table target such as nb201-pixel2, or a column; lightnas: a host target "
-                                 "(host-ort)")
+                            help="table space: a table target such as nb201-pixel2, or a column; supernet space: "
+                                 "a host target (host-ort)")
         parser.add_argument("--latency-ms", type=float, required=True, help="latency budget (lightnas: target) in ms")
         parser.add_argument("--method", default="hsconas",
                             help="hsconas | evolution | random | lightnas (default hsconas)")
         parser.add_argument("--n-trials", type=int, default=100, help="evaluated architectures (default 100)")
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--dataset", default="cifar10", help="accuracy column: cifar10, cifar100, "
-                                                                 "imagenet16_120")
-        parser.add_argument("--data-dir", help="folder with the full nas-hw-benchmarks tables (default: "
-                                               "$DEVICEFIT_DATA_DIR, else the bundled slice)")
+        parser.add_argument("--data-dir", help="table space: folder with the full nas-hw-benchmarks tables; supernet "
+                                               "space: dataset folder (default: $DEVICEFIT_DATA_DIR, else the "
+                                               "bundled copy)")
         parser.add_argument("--storage", help="optuna storage: SQLite path or database URL (default OUT.db)")
         parser.add_argument("--study-name", help="study name (default derived from the settings)")
         parser.add_argument("--out", default="search.json", help="JSON record of the search (default search.json)")
-        s = parser.add_argument_group("hsconas / evolution / random on an MBConv space (supernet, measured latency)")
-        s.add_argument("--supernet-epochs", type=int, default=2, help="supernet training epochs (default 2)")
-        s.add_argument("--latency-samples", type=int, default=16,
+        parser.add_argument("--dataset", default="cifar10", help="table space: accuracy column (cifar10, cifar100, "
+                                                                 "imagenet16_120)")
+        s = parser.add_argument_group("supernet spaces (mbconv, mbconv_kws): every method")
+        s.add_argument("--data", default="cifar10", help="training data of the supernet (default cifar10)")
+        s.add_argument("--n-train", type=int, default=0, help="training images (default 0 = all)")
+        s.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads (default 1)")
+        s.add_argument("--work-dir", help="latency samples or table, supernet and searched network (default: OUT's "
+                                          "name + '-work')")
+        h = parser.add_argument_group("supernet spaces: hsconas, evolution, random")
+        h.add_argument("--supernet-epochs", type=int, default=2, help="supernet training epochs (default 2)")
+        h.add_argument("--latency-samples", type=int, default=16,
                        help="networks timed for the latency model (default 16; reused once measured)")
-        s.add_argument("--no-channel-scaling", action="store_true", help="skip HSCoNAS channel scaling")
-        s.add_argument("--bn-batches", type=int, default=4,
+        h.add_argument("--no-channel-scaling", action="store_true", help="skip HSCoNAS channel scaling")
+        h.add_argument("--bn-batches", type=int, default=4,
                        help="BatchNorm re-estimation batches per scored supernet path (default 4)")
-        s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+        h.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="search-method option (JSON value), e.g. --option stage_trials=10 --option shrink=false")
-        g = parser.add_argument_group("lightnas (MBConv supernet, measured latency)")
-        g.add_argument("--data", default="cifar10", help="training data of the supernet (default cifar10)")
+        g = parser.add_argument_group("supernet spaces: lightnas")
         g.add_argument("--width", type=float, default=0.5, help="stage width multiplier searched at (default 0.5)")
-        g.add_argument("--n-train", type=int, default=0, help="training images (default 0 = all)")
         g.add_argument("--warmup-epochs", type=int, default=2, help="weight-only epochs (default 2)")
         g.add_argument("--epochs", type=int, default=2, help="search epochs after the warm-up (default 2)")
         g.add_argument("--table-archs", type=int, default=60,
                        help="networks timed for the latency table (default 60; reused once fitted)")
         g.add_argument("--no-anchor", action="store_true",
                        help="trust the latency table alone (default: the search measures its architecture)")
-        g.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads (default 1)")
-        g.add_argument("--work-dir", help="latency table/model, supernet and searched network (default: OUT's name "
-                                          "+ '-work')")
 
     def run(self, args: argparse.Namespace, out: Output) -> int:
         from devicefit.pipelines._search_job import SearchJobConfig
