@@ -142,7 +142,7 @@ def test_cli_supernet_search_records_verifies_and_resumes(method: str, tmp_path:
     out, work = tmp_path / "s.json", tmp_path / "work"
     scaling = method == "hsconas"
     common = [*SUPERNET, "--method", method, "--out", str(out), "--work-dir", str(work),
-              *([] if scaling else ["--no-channel-scaling"])]
+              *([] if scaling else ["--no-channel-scaling", "--retrain-epochs", "1"])]
     assert main([*common, "--latency-ms", "1e-4"]) == 2
     err = capsys.readouterr().err
     assert "below the smallest network of mbconv on host-ort:" in err and "ms measured" in err
@@ -164,8 +164,12 @@ def test_cli_supernet_search_records_verifies_and_resumes(method: str, tmp_path:
     assert c["measured_over_budget"] == pytest.approx(c["measured_ms"] / budget)
     widen = [step for step in c["channel_scaling"] if step["move"] == "widen"]
     assert all(step["cost"] <= budget for step in widen)
-    if not scaling:
-        assert c["channel_scaling"] == []
+    if not scaling:  # random: no scaling; the chosen network retrained from scratch, its test accuracy kept
+        assert c["channel_scaling"] == [] and record["retrain"]["epochs"] == 1
+        assert 0.0 <= record["retrain"]["test_accuracy"] <= 1.0
+        assert (Path(record["retrain"]["run_dir"]) / "model.pt").is_file()
+    else:
+        assert record["retrain"] is None
     assert ArchSpec.from_dict(c["spec"])["ops"] == ArchSpec.from_dict(best["spec"])["ops"]  # scaling keeps ops
     spec = ArchSpec.from_dict(read_json(Path(c["model_dir"]) / "spec.json"))
     assert spec.to_dict() == c["spec"]

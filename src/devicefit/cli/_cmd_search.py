@@ -55,6 +55,9 @@ class SearchCommand:
         h.add_argument("--no-channel-scaling", action="store_true", help="skip HSCoNAS channel scaling")
         h.add_argument("--bn-batches", type=int, default=4,
                        help="BatchNorm re-estimation batches per scored supernet path (default 4)")
+        h.add_argument("--retrain-epochs", type=int, default=0,
+                       help="train the chosen network from scratch for this many epochs and report its test "
+                            "accuracy (default 0: supernet-weight accuracy only)")
         h.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="search-method option (JSON value), e.g. --option stage_trials=10 --option shrink=false")
         g = parser.add_argument_group("supernet spaces: lightnas")
@@ -140,7 +143,7 @@ def _supernet(args: argparse.Namespace, out: Output) -> int:
         method=args.method, target=args.target, data=args.data, data_dir=args.data_dir, n_train=args.n_train,
         supernet_epochs=args.supernet_epochs, n_trials=args.n_trials, options=_options(args.option),
         latency_samples=args.latency_samples, channel_scaling=not args.no_channel_scaling,
-        bn_batches=args.bn_batches, threads=args.threads,
+        bn_batches=args.bn_batches, retrain_epochs=args.retrain_epochs, threads=args.threads,
         seed=args.seed, storage=args.storage, study_name=args.study_name)
     record = run_supernet_search_job(cfg, path, log=out.say, progress=out.progress)
     c = record["chosen"]
@@ -148,6 +151,9 @@ def _supernet(args: argparse.Namespace, out: Output) -> int:
             f"{c['measured_ms']:.4g} ms for a {cfg.latency_ms:g} ms budget (predicted {c['predicted_ms']:.4g} ms); "
             f"{record['n_evaluated']} candidates recorded in {path} (study {record['study_name']!r} in "
             f"{record['storage']})")
+    if record["retrain"]:
+        out.say(f"retrained from scratch for {record['retrain']['epochs']} epoch(s): test accuracy "
+                f"{100 * record['retrain']['test_accuracy']:.2f}%")
     out.set_result(**{k: v for k, v in record.items() if k != "evaluated"}, out=str(path))
     return 0
 
