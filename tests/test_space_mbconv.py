@@ -11,6 +11,7 @@ from devicefit.core import ArchSpec, ConfigError, NotFittedError, UnsupportedOpE
 from devicefit.nn import analyze
 from devicefit.space import (
     MBCONV_OPS,
+    WEIGHT_SHARING,
     WIDTH_CHOICES,
     ElasticConvBN,
     MBConvNet,
@@ -124,9 +125,9 @@ def test_space_cost_contract_matches_analyze_and_spans_smallest_to_largest(name:
     for key in ("params", "macs", "peak_activation_bytes_int8"):
         assert costs["small"][key] <= costs["sample"][key] <= costs["large"][key]
 
-def _trained_supernet(space: MBConvSpace) -> MBConvSupernet:
+def _trained_supernet(space: MBConvSpace, sharing: str = "ofa") -> MBConvSupernet:
     torch.manual_seed(0)
-    net = MBConvSupernet(space, num_classes=5)
+    net = MBConvSupernet(space, num_classes=5, weight_sharing=sharing)
     rng = np.random.default_rng(0)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     for _ in range(3):  # move weights and BN statistics away from their initial values
@@ -137,9 +138,10 @@ def _trained_supernet(space: MBConvSpace) -> MBConvSupernet:
     return net.eval()
 
 
-def test_extracted_model_equals_the_supernet_path_and_has_no_supernet_code() -> None:
+@pytest.mark.parametrize("sharing", WEIGHT_SHARING)
+def test_extracted_model_equals_the_supernet_path_and_has_no_supernet_code(sharing: str) -> None:
     space = TinySpace()
-    net = _trained_supernet(space)
+    net = _trained_supernet(space, sharing)
     rng = np.random.default_rng(3)
     x = torch.randn(3, *space.input_shape)
     outs = set()
@@ -175,3 +177,27 @@ def test_supernet_needs_an_active_path_and_an_mbconv_space() -> None:
         MBConvSupernet(TinySpace())(torch.zeros(1, 1, 16, 16))
     with pytest.raises(ConfigError, match="needs an MBConv space"):
         MBConvSupernet("nb201")
+    with pytest.raises(ConfigError, match="weight_sharing must be one of ofa, per_op"):
+        MBConvSupernet(TinySpace(), weight_sharing="none")
+
+
+def test_ofa_sharing_holds_one_block_per_layer_and_slices_it_per_op() -> None:
+    """Under "ofa" every op of a layer reads the one block: a smaller kernel is the centre of the largest
+    (k3 = the middle 3x3 of the k7 depthwise weight), a smaller expansion the first hidden channels; a
+    gradient through one path reaches the weights that every op of its layers uses."""
+    space = TinySpace()
+    ofa, per_op = (MBConvSupernet(space, num_classes=5, weight_sharing=s) for s in WEIGHT_SHARING)
+    assert sum(p.numel() for p in ofa.parameters()) < sum(p.numel() for p in per_op.parameters())
+    layer = ofa.layers[1]
+    assert not hasattr(layer, "ops") and layer.shared.depthwise.conv.weight.shape[-1] == 7
+    spec = space.largest()
+    ops = ("k3_e3",) * space.n_layers
+    ofa.set_active(spec.replace(ops=ops))
+    ofa(torch.randn(2, *space.input_shape)).sum().backward()
+    g = layer.shared.depthwise.conv.weight.grad
+    c_in = ofa.max_channels[0]  # input channels of layer 1 at the largest width
+    assert g[: 3 * c_in, :, 2:5, 2:5].abs().sum() > 0  # the centre 3x3 of the first e3 channels learnt
+    assert g[:, :, :2].abs().sum() == 0 and g[3 * c_in:].abs().sum() == 0  # the rest untouched
+    static = ofa.extract()
+    block = list(static.features)[2]
+    torch.testing.assert_close(block.block[1][0].weight, layer.shared.depthwise.conv.weight[: 3 * c_in, :, 2:5, 2:5])

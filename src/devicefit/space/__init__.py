@@ -7,7 +7,7 @@ from ._mbconv import MBCONV_OPS, WIDTH_CHOICES, MBConvNet, MBConvSpace, MBConvSt
 from ._nb201 import EDGES, NB201Cell, NB201Network, NB201Space, arch_str, build_nb201, live_edges, prune_dead
 from ._resnet import DEPTH_CHOICES, RESNET_WIDTHS, ResNetSpace, resnet_cost
 from ._resnet_supernet import ResNetSupernet
-from ._supernet import ElasticConvBN, MBConvSupernet
+from ._supernet import WEIGHT_SHARING, ElasticConvBN, MBConvSupernet
 from ._tabular import ACCURACY_DATASETS, TabularSpace
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "MBCONV_OPS",
     "RESNET_WIDTHS",
     "SPACES",
+    "WEIGHT_SHARING",
     "WIDTH_CHOICES",
     "CellSpace",
     "ElasticConvBN",

@@ -105,11 +105,13 @@ class MBConvSpace(PositionalSpace):
         """`MBConvNet` for `spec`: kwargs `num_classes` (10), `input_shape` (the space's)."""
         return MBConvNet(self, self.validate(spec), **kwargs)
 
-    def supernet(self, *, num_classes: int = 10, input_shape: Sequence[int] | None = None) -> nn.Module:
-        """The weight-sharing `MBConvSupernet` of this space."""
+    def supernet(self, *, num_classes: int = 10, input_shape: Sequence[int] | None = None,
+                 weight_sharing: str = "ofa") -> nn.Module:
+        """The weight-sharing `MBConvSupernet` of this space (`weight_sharing`: "ofa" or "per_op")."""
         from ._supernet import MBConvSupernet  # the supernet module imports this one
 
-        return MBConvSupernet(self, num_classes=num_classes, input_shape=input_shape)
+        return MBConvSupernet(self, num_classes=num_classes, input_shape=input_shape,
+                              weight_sharing=weight_sharing)
 
     def smallest(self) -> ArchSpec:
         """The architecture with every skippable layer skipped, the others k3_e3, every width the smallest."""

@@ -146,7 +146,7 @@ def fit_supernet(supernet: nn.Module, train_ds: ArrayDataset, cfg: TrainConfig, 
     `cfg.batch_size` >= 2 × processes, starts from process 0's weights, trains on its shard of every batch with
     gradients summed to those of the whole batch, logs and writes files from process 0 only, and ends with
     weights identical in every process (checked; `DevicefitError` if not). The checkpoint's fingerprint includes
-    `seed_paths`, the supernet class and the number of processes.
+    `seed_paths`, the supernet class (and its `weight_sharing`, where it has one) and the number of processes.
     """
     sample = getattr(supernet, "sample", None)
     if not callable(sample):
@@ -165,6 +165,8 @@ def fit_supernet(supernet: nn.Module, train_ds: ArrayDataset, cfg: TrainConfig, 
         writer = parallel is None or parallel.is_writer
         extra = {"supernet": type(supernet).__name__, "path_sampling": "uniform single-path",
                  "seed_paths": seed_paths, "world_size": world}
+        if hasattr(supernet, "weight_sharing"):  # a checkpoint of the other layout cannot be resumed
+            extra["weight_sharing"] = supernet.weight_sharing
         result = fit(supernet, train_ds, cfg, run_dir=run_dir, progress=progress and writer,
                      log=log if writer else None, augment_default=augment_default, on_batch=on_batch,
                      before_batch=before_batch, parallel=parallel, fingerprint_extra=extra, teacher=teacher)
