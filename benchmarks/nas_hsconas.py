@@ -142,7 +142,8 @@ def train_supernet(space: Any, train: Any, args: Any, work: Path) -> tuple[Any, 
     """Uniform single-path training; with `--warm-start RUN` (a trained zoo run the space holds, as the
     `devicefit run` search stage does) the supernet starts from its weights and distils from it."""
     cfg = recipe(args, args.supernet_epochs)
-    net = space.supernet(num_classes=10, input_shape=SHAPE)
+    kw = {"weight_sharing": args.weight_sharing} if args.space == "mbconv" else {}
+    net = space.supernet(num_classes=10, input_shape=SHAPE, **kw)
     teacher, start = None, None
     if args.warm_start:
         run = Path(args.warm_start)
@@ -150,7 +151,8 @@ def train_supernet(space: Any, train: Any, args: Any, work: Path) -> tuple[Any, 
         teacher = T.load_weights(M.build(model_spec), run / "model.pt").eval()
         start = space.from_model_spec(model_spec)
         net.inherit_(teacher, start)
-    run_dir = work / f"supernet-{tag([args.space, dataclasses.asdict(cfg), len(train), str(args.warm_start or '')])}"
+    body = [args.space, dataclasses.asdict(cfg), len(train), str(args.warm_start or "")]
+    run_dir = work / f"supernet-{tag(body + ([kw['weight_sharing']] if kw.get('weight_sharing') == 'per_op' else []))}"
     log(f"supernet: {args.supernet_epochs} epoch(s) of uniform single-path training on {len(train)} images "
         f"in {run_dir}" + (f" from {args.warm_start} ({start}), distilling from it" if start else ""))
     t0 = time.perf_counter()
@@ -534,6 +536,8 @@ def parse_args() -> argparse.Namespace:
                          "(default for resnet_cifar: benchmarks/runs/resnet20-cifar10-subset; 'none' to train "
                          "from scratch)")
     ap.add_argument("--supernet-epochs", type=int, default=4)
+    ap.add_argument("--weight-sharing", choices=("ofa", "per_op"), default="ofa",
+                    help="mbconv supernet weight layout (runs before 2026-11-22 evening used per_op)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--bn-batches", type=int, default=2, help="batches of --batch-size for BN re-estimation")
     ap.add_argument("--trials", type=int, default=60, help="evaluated candidates per method and seed")

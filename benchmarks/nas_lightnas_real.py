@@ -75,6 +75,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--data-dir", default=None,
                     help="full CIFAR-10 copy (default: the bundled subset, whatever DEVICEFIT_DATA_DIR says)")
     ap.add_argument("--width", type=float, default=0.5, help="stage width multiplier of the search")
+    ap.add_argument("--weight-sharing", choices=("ofa", "per_op"), default="ofa",
+                    help="supernet weight layout (runs before 2026-11-22 evening used per_op)")
     ap.add_argument("--levels", type=float, nargs="+", default=[0.4, 0.55, 0.7],
                     help="targets as fractions of the way from the cheapest to the dearest network")
     ap.add_argument("--repair-tolerance", type=float, default=None,
@@ -134,7 +136,8 @@ ANCHOR_KEYS = ("anchor", "measure_every", "max_measurements")
 
 
 def settings_of(args: Any) -> dict[str, Any]:
-    keys = ("data_dir", "width", "levels", "batch_size", "repair_tolerance", "threads", "seed", *FULL)
+    keys = ("data_dir", "width", "levels", "batch_size", "repair_tolerance", "threads", "seed", "weight_sharing",
+            *FULL)
     return {k: getattr(args, k) for k in keys + (ANCHOR_KEYS if args.anchor else ())}
 
 
@@ -236,7 +239,8 @@ def search(args: Any, state: State, lt: LatencyTable) -> list[dict[str, Any]]:
     tr, val, _ = datasets(args)
     train_b, val_b = batches(tr, args.batch_size, args.seed), batches(val, args.batch_size, args.seed + 1)
     torch.manual_seed(args.seed)
-    net = MBConvSupernet(space, num_classes=10).set_active(space.smallest().replace(widths=widths))
+    net = MBConvSupernet(space, num_classes=10, weight_sharing=args.weight_sharing)
+    net.set_active(space.smallest().replace(widths=widths))
     sd = warmed_up(args, state, net, train_b)
     for lev, target in targets:
         if f"{lev:g}" in done:
