@@ -231,3 +231,29 @@ def test_channel_scaling_spends_the_remaining_budget() -> None:
     assert params(narrowed) <= limit and steps[0]["move"] == "narrow"
     with pytest.raises(BudgetError, match="at the narrowest widths the cost is"):
         scale_channels(space, big, params, params(spec) * 0.5)
+
+
+def test_channel_scaling_can_stop_when_the_score_falls() -> None:
+    """With `max_score_drop`, a proxy that prefers narrow stages keeps the budget unspent; a proxy that prefers
+    wide ones spends it exactly as without the option; a dip within the allowance is walked through."""
+    space = get_space("mbconv_kws")
+    spec = space.sample(np.random.default_rng(0)).replace(widths=(0.5,) * 5)
+
+    def params(s: object) -> float:
+        return mbconv_cost(space, s)  # type: ignore[arg-type]
+
+    limit = params(spec) * 1.6
+    narrow_is_better = lambda s: -sum(s["widths"])  # noqa: E731
+    kept, steps = scale_channels(space, spec, params, limit, score=narrow_is_better, max_score_drop=0.0)
+    assert kept == spec and steps == []
+    spent, _ = scale_channels(space, spec, params, limit, score=narrow_is_better)
+    assert sum(spent["widths"]) > sum(spec["widths"])  # without the option the budget is spent anyway
+    wide_is_better = lambda s: sum(s["widths"])  # noqa: E731
+    assert scale_channels(space, spec, params, limit, score=wide_is_better, max_score_drop=0.0) == \
+        scale_channels(space, spec, params, limit, score=wide_is_better)
+    # one widening costs 0.1 of score, then each gains 1: within a 0.2 allowance the walk goes on
+    dip = lambda s: -0.1 if sum(s["widths"]) == 2.75 else (0.0 if sum(s["widths"]) == 2.5 else sum(s["widths"]))  # noqa: E731
+    through, steps = scale_channels(space, spec, params, limit, score=dip, max_score_drop=0.2)
+    assert sum(through["widths"]) > 2.75 and len(steps) >= 2
+    with pytest.raises(ConfigError, match="max_score_drop needs a score function"):
+        scale_channels(space, spec, params, limit, max_score_drop=0.1)

@@ -53,6 +53,9 @@ class SearchCommand:
         h.add_argument("--latency-samples", type=int, default=16,
                        help="networks timed for the latency model (default 16; reused once measured)")
         h.add_argument("--no-channel-scaling", action="store_true", help="skip HSCoNAS channel scaling")
+        h.add_argument("--scaling-max-drop", type=float, default=None,
+                       help="stop channel scaling when the supernet proxy falls by more than this (e.g. 0.01), "
+                            "keeping the best widths seen (default: spend the budget)")
         h.add_argument("--bn-batches", type=int, default=4,
                        help="BatchNorm re-estimation batches per scored supernet path (default 4)")
         h.add_argument("--retrain-epochs", type=int, default=0,
@@ -143,6 +146,7 @@ def _supernet(args: argparse.Namespace, out: Output) -> int:
         method=args.method, target=args.target, data=args.data, data_dir=args.data_dir, n_train=args.n_train,
         supernet_epochs=args.supernet_epochs, n_trials=args.n_trials, options=_options(args.option),
         latency_samples=args.latency_samples, channel_scaling=not args.no_channel_scaling,
+        scaling_max_drop=args.scaling_max_drop,
         bn_batches=args.bn_batches, retrain_epochs=args.retrain_epochs, threads=args.threads,
         seed=args.seed, storage=args.storage, study_name=args.study_name)
     record = run_supernet_search_job(cfg, path, log=out.say, progress=out.progress)

@@ -56,7 +56,10 @@ class SupernetSearchJobConfig:
     supernet_epochs/batch_size/lr: supernet training on `data` (`n_train` images, 0 = all; `val_fraction` held
     out for scoring); latency_samples/latency_repeats: the latency model's measured architectures and timed
     runs each; bn_batches: BatchNorm re-estimation batches per scored path; channel_scaling: HSCoNAS scaling
-    of the winner; storage/study_name: the Optuna study (None: `<out>.db`, a name derived from the settings)."""
+    of the winner (`scaling_max_drop`: stop widening when the proxy falls by more than this, keeping the
+    best-scoring widths; None: spend the budget); verify_sessions: fresh sessions timing the chosen network;
+    retrain_epochs: training from scratch (0: none); storage/study_name: the Optuna study (None: `<out>.db`,
+    a name derived from the settings)."""
 
     latency_ms: float = 0.0
     work_dir: str = ""
@@ -76,6 +79,7 @@ class SupernetSearchJobConfig:
     latency_repeats: int = 30
     bn_batches: int = 4
     channel_scaling: bool = True
+    scaling_max_drop: float | None = None
     verify_sessions: int = 3
     retrain_epochs: int = 0
     threads: int = 1
@@ -97,6 +101,8 @@ class SupernetSearchJobConfig:
         check_int("latency_repeats", self.latency_repeats, 3)
         check_int("n_train", self.n_train)
         check_int("retrain_epochs", self.retrain_epochs)
+        if self.scaling_max_drop is not None and not self.scaling_max_drop >= 0:
+            raise ConfigError(f"scaling_max_drop must be >= 0 or None, got {self.scaling_max_drop!r}")
         check_int("seed", self.seed)
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
@@ -214,7 +220,8 @@ def run_supernet_search_job(cfg: SupernetSearchJobConfig, out: str | Path, *, lo
     # 4. channel scaling
     chosen, scaling = result.best.spec, []
     if cfg.channel_scaling:
-        chosen, scaling = S.scale_channels(space, chosen, lambda s: costs.estimate(s)[cname], limit, score=score)
+        chosen, scaling = S.scale_channels(space, chosen, lambda s: costs.estimate(s)[cname], limit, score=score,
+                                           max_score_drop=cfg.scaling_max_drop)
         say(f"channel scaling: widths {list(result.best.spec['widths'])} -> {list(chosen['widths'])}, supernet "
             f"accuracy {100 * score(result.best.spec):.1f}% -> {100 * score(chosen):.1f}%")
 
