@@ -233,8 +233,8 @@ def run_supernet_search_job(cfg: SupernetSearchJobConfig, out: str | Path, *, lo
     T.save_weights(net, model_dir / "model.pt")
     atomic_write_json(model_dir / "spec.json", chosen.to_dict())
     export_onnx(net, shape, model_dir / "model.onnx")
-    lat = measure_model_latency(net, target, "fp32", input_shape=shape, repeats=cfg.latency_repeats,
-                                sessions=cfg.verify_sessions, seed=cfg.seed)
+    lat = measure_model_latency(model_dir / "model.onnx", target, "fp32", input_shape=shape,  # the file as shipped
+                                repeats=cfg.latency_repeats, sessions=cfg.verify_sessions, seed=cfg.seed)
     predicted = costs.estimate(chosen)[cname]
     test_acc = float(T.evaluate(net, test, batch_size=64)["accuracy"])
     say(f"chosen: predicted {predicted:.4g} ms, measured {lat.median_ms:.4g} ms for a {cfg.latency_ms:g} ms budget; "
