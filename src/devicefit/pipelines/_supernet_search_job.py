@@ -120,10 +120,6 @@ def default_options(method: str, n_trials: int) -> dict[str, Any]:
     return {}
 
 
-def _tag(body: Any) -> str:
-    return ArchSpec("job", body).spec_id[:8]
-
-
 def run_supernet_search_job(cfg: SupernetSearchJobConfig, out: str | Path, *, log: Log | None = None,
                             on_trial: Callable[[Any], None] | None = None, progress: bool = False
                             ) -> dict[str, Any]:
@@ -139,7 +135,7 @@ def run_supernet_search_job(cfg: SupernetSearchJobConfig, out: str | Path, *, lo
     from devicefit.space import get_space
 
     from ._search_cost import build_cost_model, measure_model_latency
-    from ._stage_search import _SubnetScorer
+    from ._stage_search import _SubnetScorer, _tag
 
     say: Log = log or (lambda _m: None)
     out, work = Path(out), Path(cfg.work_dir)
