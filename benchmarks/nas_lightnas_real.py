@@ -89,6 +89,8 @@ def parse() -> argparse.Namespace:
                     "measurements during the search (0: only the closing loop; the measured run used 20)")
     ap.add_argument("--max-measurements", type=int, default=4, help="with --anchor: closing-loop measurements")
     ap.add_argument("--name", help="results file stem (default nas_lightnas_real[-anchored][-quick])")
+    ap.add_argument("--train-seeds", type=int, default=1, help="retrain every model with this many seeds (seed, "
+                    "seed+1, ...; accuracies averaged); more seeds extend a finished run")
     ap.add_argument("--skip-train", action="store_true", help="do not retrain the searched networks (landing "
                     "only: accuracy columns stay empty)")
     ap.add_argument("--reuse-from", type=Path, help="work dir of a finished run to take the table, warm-up and "
@@ -282,33 +284,50 @@ def models(args: Any, searched: list[dict[str, Any]]) -> dict[str, ArchSpec]:
     return out
 
 
-def recipe(args: Any) -> TrainConfig:
+def recipe(args: Any, seed: int | None = None) -> TrainConfig:
     return TrainConfig(epochs=args.train_epochs, batch_size=args.batch_size, lr=0.05,
-                       warmup_epochs=min(1.0, 0.5 * args.train_epochs), threads=args.threads, seed=args.seed)
+                       warmup_epochs=min(1.0, 0.5 * args.train_epochs), threads=args.threads,
+                       seed=args.seed if seed is None else seed)
+
+
+def run_key(name: str, r: int, seed: int) -> str:
+    """State key of a model's r-th training run: the bare name for the first seed (older runs' layout)."""
+    return name if r == 0 else f"{name}#seed{seed}"
+
+
+def seed_accuracies(trained: dict[str, Any], name: str) -> list[float]:
+    """Test accuracies of every finished training run of model `name`, first seed first."""
+    return [v["test_accuracy"] for k, v in trained.items() if k == name or k.startswith(name + "#seed")]
 
 
 def train_all(args: Any, state: State, specs: dict[str, ArchSpec]) -> dict[str, Any]:
+    """Train every model from scratch with `--train-seeds` seeds (seed-major order, so that a cut run has every
+    model at the first seed); the first seed's network is exported (the others have the same graph)."""
     done = state.get("train") or {}
     tr, _, test = datasets(args)
     space = get_space("mbconv")
-    for name, spec in specs.items():
-        onnx = args.work_dir / "onnx" / f"{name}.onnx"
-        if name in done:
-            continue
-        log(f"train {name}: {args.train_epochs} epochs on {len(tr)} images")
-        torch.manual_seed(args.seed)
-        net = space.build(spec, num_classes=10)
-        t0 = time.perf_counter()
-        res = fit(net, tr, recipe(args), run_dir=args.work_dir / "train" / name, progress=False,
-                  augment_default=D.DATASETS.get("cifar10").augment)
-        acc = evaluate(net, test)["accuracy"]
-        onnx.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(net.eval(), (3, 32, 32), onnx)
-        done[name] = {"spec": spec.to_dict(), "test_accuracy": acc, "test_images": len(test),
-                      "params": sum(p.numel() for p in net.parameters()), "train_s": time.perf_counter() - t0,
-                      "final_train": res.final, "images_per_s": [e.images_per_s for e in res.history]}
-        log(f"  test accuracy {acc:.3f} in {time.perf_counter() - t0:.0f} s")
-        state.put("train", done)
+    for r in range(args.train_seeds):
+        seed = args.seed + r
+        for name, spec in specs.items():
+            key = run_key(name, r, seed)
+            if key in done:
+                continue
+            log(f"train {key}: {args.train_epochs} epochs on {len(tr)} images, seed {seed}")
+            torch.manual_seed(seed)
+            net = space.build(spec, num_classes=10)
+            t0 = time.perf_counter()
+            res = fit(net, tr, recipe(args, seed), run_dir=args.work_dir / "train" / key.replace("#", "-"),
+                      progress=False, augment_default=D.DATASETS.get("cifar10").augment)
+            acc = evaluate(net, test)["accuracy"]
+            if r == 0:
+                onnx = args.work_dir / "onnx" / f"{name}.onnx"
+                onnx.parent.mkdir(parents=True, exist_ok=True)
+                export_onnx(net.eval(), (3, 32, 32), onnx)
+            done[key] = {"spec": spec.to_dict(), "seed": seed, "test_accuracy": acc, "test_images": len(test),
+                         "params": sum(p.numel() for p in net.parameters()), "train_s": time.perf_counter() - t0,
+                         "final_train": res.final, "images_per_s": [e.images_per_s for e in res.history]}
+            log(f"  test accuracy {acc:.3f} in {time.perf_counter() - t0:.0f} s")
+            state.put("train", done)
     return done
 
 
@@ -353,11 +372,13 @@ def final_round(args: Any, state: State, lt: LatencyTable, specs: dict[str, Arch
 def summarize(args: Any, state: State, lt: LatencyTable, searched: list[dict[str, Any]], trained: dict[str, Any],
               final: dict[str, Any], wall_s: float) -> dict[str, Any]:
     drift, meas = final["drift"], final["models"]
-    family = sorted((meas[k]["median_ms"], trained[k]["test_accuracy"], k) for k in trained if k.startswith("mbv2"))
+    accs = {k: seed_accuracies(trained, k) for k in meas if not k.startswith("calib-")}
+    mean = {k: float(np.mean(v)) if v else None for k, v in accs.items()}
+    family = sorted((meas[k]["median_ms"], mean[k], k) for k in trained if k.startswith("mbv2") and "#" not in k)
     rows = []
     for s in searched:
         name = f"lightnas-{s['level']:g}"
-        ms, acc, T = meas[name]["median_ms"], trained.get(name, {}).get("test_accuracy"), s["target_ms"]
+        ms, acc, T = meas[name]["median_ms"], mean.get(name), s["target_ms"]
         inside = family[0][0] <= ms <= family[-1][0] if family else False
         interp = float(np.interp(ms, [f[0] for f in family], [f[1] for f in family])) if inside else None
         raw, corr = ms / T, ms / (drift * T)
@@ -371,10 +392,12 @@ def summarize(args: Any, state: State, lt: LatencyTable, searched: list[dict[str
                      "measurements": len(s.get("measurements", [])), "scale": s.get("scale", 1.0),
                      "anchor_measured_over_T": None if s.get("anchor_measured_ms") is None
                      else s["anchor_measured_ms"] / T,
-                     "test_accuracy": acc, "mbv2_accuracy_at_same_ms": interp,
+                     "test_accuracy": acc, "test_accuracy_seeds": accs.get(name, []),
+                     "mbv2_accuracy_at_same_ms": interp,
                      "accuracy_gain_over_mbv2": None if interp is None or acc is None else acc - interp,
                      "ops": s["spec"]["params"]["ops"]})
     mbv2 = [{"name": k, "width": float(k.split("-")[1]), "measured_ms": ms, "test_accuracy": acc,
+             "test_accuracy_seeds": accs[k],
              "measured_min_ms": meas[k]["min_ms"], "measured_max_ms": meas[k]["max_ms"]} for ms, acc, k in family]
     warm = state.get("warmup") or {}
     search_s = warm.get("wall_s", 0.0) + sum(s["search_s"] for s in searched)
@@ -424,7 +447,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"images); search wall time {doc['search_wall_s']:.0f} s in all (warm-up {_f(doc['warmup_s'], '.0f')} s) "
         f"on {s['threads']} thread(s). Retraining: every model from scratch, same recipe ({s['train_epochs']} "
         "epochs SGD lr 0.05 cosine, crop+flip, label smoothing 0.1), test accuracy on "
-        f"{doc['test_images']} test images, one seed. Wall time of all steps {doc['steps_wall_s'] / 60:.1f} min.", "",
+        f"{doc['test_images']} test images, mean over {s.get('train_seeds', 1)} seed(s). Wall time of all steps "
+        f"{doc['steps_wall_s'] / 60:.1f} min.", "",
         f"Final measurement: trained models + {s['n_drift']} calibration networks in {s['rounds']} interleaved "
         f"rounds (median). **Drift** (re-timed / timed at fit, median over the calibration networks) = "
         f"{doc['drift']:.3f} (per network: {', '.join(f'{r:.2f}' for r in doc['drift_ratios'])}). "
@@ -451,13 +475,15 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{_pct(r['test_accuracy'])} % | {_pct(r['mbv2_accuracy_at_same_ms'])} | "
             f"{_pct(r['accuracy_gain_over_mbv2'], '+.1f')} |")
     lines += ["", "MobileNetV2 family (the `mbconv` layout, every layer k3_e6, width-scaled), same recipe:", "",
-              "| width | measured ms (min–max) | test acc. |", "|---:|---:|---:|"]
+              "| width | measured ms (min–max) | test acc. (mean) | per seed |", "|---:|---:|---:|---|"]
     for m in doc["mbv2"]:
         lines.append(f"| {m['width']:g} | {m['measured_ms']:.3f} ({m['measured_min_ms']:.3f}–"
-                     f"{m['measured_max_ms']:.3f}) | {_pct(m['test_accuracy'])} % |")
+                     f"{m['measured_max_ms']:.3f}) | {_pct(m['test_accuracy'])} % | "
+                     f"{', '.join(_pct(a) for a in m.get('test_accuracy_seeds', []))} |")
     lines += ["", "MBv2 acc. at same ms: the family's accuracy interpolated linearly in measured latency ('–' when "
               "the searched model lies outside the family's latency span). Searched ops per layer:", ""]
-    lines += [f"- {r['name']}: {' '.join(r['ops'])}" for r in doc["searched"]]
+    lines += [f"- {r['name']}: {' '.join(r['ops'])} (test acc. per seed: "
+              f"{', '.join(_pct(a) for a in r.get('test_accuracy_seeds', [])) or '–'})" for r in doc["searched"]]
     return "\n".join(lines) + "\n"
 
 

@@ -14,7 +14,7 @@ from devicefit.cli import main
 from devicefit.core import ConfigError, DataError, sha256_file
 from devicefit.models import build, default_spec
 from devicefit.pipelines._compress_job import CompressJobConfig, load_source, run_compress_job
-from devicefit.train import load_weights, save_weights
+from devicefit.train import TrainConfig, load_weights, save_weights
 
 FAST = ["--set", "latency_repeats=5", "--set", "latency_rounds=1", "--set", "n_calibration=32"]
 
@@ -63,6 +63,39 @@ def test_prune_job_removes_channels_and_its_weights_reload(source: Path, tmp_pat
     assert m["after"]["params"] < m["before"]["params"]
     reloaded = load_source(CompressJobConfig(source=str(tmp_path / "p"), run_dir="unused"))
     assert sum(p.numel() for p in reloaded.model.parameters()) == m["after"]["params"]
+
+
+@pytest.mark.slow
+def test_final_finetune_is_recorded_checkpointed_and_resumes_without_pruning_again(source: Path,
+                                                                                   tmp_path: Path) -> None:
+    ft = TrainConfig(epochs=1, lr=0.01, warmup_epochs=0.0, batch_size=128, threads=1)
+    cfg = CompressJobConfig(source=str(source), method="prune", run_dir=str(tmp_path / "f"), finetune=ft,
+                            final_epochs=1, latency_repeats=5, latency_rounds=1)
+    m = run_compress_job(cfg)
+    out = tmp_path / "f"
+    assert m["details"]["final_finetune"]["epochs"] == 1
+    assert (out / "final_finetune" / "checkpoint.pt").exists() and (out / "pruned.pt").exists()
+    pruned = torch.load(out / "pruned.pt", weights_only=True)
+    final = torch.load(out / "model.pt", weights_only=True)
+    assert {k: v.shape for k, v in pruned.items()} == {k: v.shape for k, v in final.items()}
+    assert any(not torch.equal(pruned[k], final[k]) for k in pruned)  # the final epoch trained the weights
+    # a job killed during the final fine-tune: the stash is loaded, the channels are not pruned again
+    (out / "compress.json").unlink()
+    again = run_compress_job(cfg)
+    assert "resuming: pruning finished earlier" in (out / "log.txt").read_text()
+    assert again["after"]["params"] == m["after"]["params"]
+    assert again["details"]["macs_ratio"] == m["details"]["macs_ratio"] > 1
+
+
+def test_final_epochs_needs_pruning_with_finetuning(source: Path) -> None:
+    with pytest.raises(ConfigError, match="final_epochs=2 fine-tunes after pruning"):
+        CompressJobConfig(source=str(source), run_dir="o", method="quantize", final_epochs=2)
+    with pytest.raises(ConfigError, match="final_epochs=2 fine-tunes after pruning"):
+        CompressJobConfig(source=str(source), run_dir="o", method="prune", no_finetune=True, final_epochs=2)
+    with pytest.raises(ConfigError, match="final_epochs must be an int >= 0"):
+        CompressJobConfig(source=str(source), run_dir="o", method="prune", final_epochs=-1)
+    with pytest.raises(ConfigError, match="max_step_ratio"):
+        CompressJobConfig(source=str(source), run_dir="o", method="prune", speedup=2.0, max_step_ratio=1.5)
 
 
 def test_a_checkpoint_file_needs_its_spec(source: Path, tmp_path: Path) -> None:

@@ -88,6 +88,18 @@ def test_residual_liveness_by_hand() -> None:
     assert analyze(Residual(), (8, 4, 4), act_bits=4).peak_activation_bytes == 3 * 64
 
 
+def test_live_bytes_per_node_by_hand_and_scopes() -> None:
+    r = analyze(Chain(), (4, 8, 8))
+    live = {layer.name: layer.live_bytes for layer in r.layers}
+    # conv1: x + conv1; bn, relu in place on conv1; conv2: conv1 + conv2; flat aliases; fc: conv2 + fc.
+    assert live == {"conv1": 768, "bn": 512, "relu": 512, "conv2": 640, "flat": 128, "fc": 138}
+    assert max(live.values()) == r.peak_activation_bytes
+    assert {layer.name: layer.scope for layer in r.layers}["fc"] == "fc"
+    outer = nn.Sequential(nn.Conv2d(8, 8, 1), Residual())
+    scopes = {layer.name: layer.scope for layer in analyze(outer, (8, 4, 4)).layers}
+    assert scopes["add"] == "1" and scopes["_1_conv2"] == "1.conv2" and scopes["_0"] == "0"
+
+
 def test_unary_does_not_fuse_when_input_is_read_again() -> None:
     r = analyze(Branchy(), (2, 2, 2))
     # x 8 B, y 8 B, bn 8 B (y is read by the add too); the add writes in place into y or bn.

@@ -136,6 +136,7 @@ def test_cli_supernet_search_records_verifies_and_resumes(method: str, tmp_path:
     records every candidate with its supernet accuracy and estimated latency, scales the winner's channels
     within the budget, writes the chosen network and times it; more trials continue the stored study."""
     from devicefit.core import ArchSpec, read_json, read_jsonl
+    from devicefit.nn import analyze
     from devicefit.space import get_space
     from devicefit.train import load_weights
 
@@ -158,6 +159,17 @@ def test_cli_supernet_search_records_verifies_and_resumes(method: str, tmp_path:
     for e in record["evaluated"]:
         assert 0.0 <= e["metrics"]["accuracy"] <= 1.0 and e["metrics"][name] > 0
         assert e["feasible"] == (e["metrics"][name] <= budget)
+    first = ArchSpec.from_dict(record["evaluated"][0]["spec"])
+    assert record["evaluated"][0]["metrics"]["peak_sram_bytes"] == analyze(
+        get_space("mbconv").build(first, num_classes=10), (3, 32, 32)).peak_activation_bytes
+    for cost in (name, "peak_sram_bytes"):  # each front: its members undominated, every other one dominated
+        pts = {e["number"]: (e["metrics"]["accuracy"], e["metrics"][cost]) for e in record["evaluated"]}
+        front = record["pareto"][cost]
+
+        def beats(a: tuple[float, float], b: tuple[float, float]) -> bool:
+            return a[0] >= b[0] and a[1] <= b[1] and a != b
+        assert front and all(not any(beats(pts[j], pts[i]) for j in pts) for i in front)
+        assert all(any(beats(pts[j], pts[i]) or pts[j] == pts[i] for j in front) for i in pts if i not in front)
     top = max(e["metrics"]["accuracy"] for e in record["evaluated"] if e["feasible"])
     c = record["chosen"]  # the searched spec is a feasible candidate of the top accuracy (ties are possible)
     best = next(e for e in record["evaluated"] if e["spec"] == c["searched_spec"])

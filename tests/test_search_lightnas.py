@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from devicefit.core import BudgetError, ConfigError, NotFittedError
-from devicefit.search import LightNAS, LightNASConfig, LinearCost, scale_channels
+from devicefit.nn import analyze
+from devicefit.search import LightNAS, LightNASConfig, LinearCost, MaxCost, scale_channels
 from devicefit.space import MBCONV_OPS, MBConvSpace, MBConvStage, MBConvSupernet, get_space
-from devicefit.space._mbconv_cost import mbconv_cost, mbconv_cost_table
+from devicefit.space._mbconv_cost import mbconv_cost, mbconv_cost_table, mbconv_peak_sram, mbconv_peak_table
 
 TOL = 0.05
 
@@ -101,6 +102,43 @@ def test_one_default_run_lands_within_tolerance(metric: str) -> None:
         assert abs(nas.cost_ / target - 1) <= TOL, (metric, fraction, nas.cost_ / target)
         assert nas.cost_ == pytest.approx(mbconv_cost(net.space, nas.spec_, metric=metric, num_classes=3))
         assert abs(nas.cost_ - target) <= abs(nas.search_cost_ - target)
+
+
+@pytest.mark.parametrize("space", [TinySpace(), get_space("mbconv"), get_space("mbconv_kws")], ids=lambda s: s.name)
+def test_peak_table_gives_the_analyzed_peak_of_every_network(space: MBConvSpace) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        spec = space.sample(rng)
+        assert mbconv_peak_sram(space, spec, num_classes=3) == analyze(
+            space.build(spec, num_classes=3), space.input_shape).peak_activation_bytes, spec
+
+
+def test_max_cost_grades_only_the_bottleneck_layer() -> None:
+    cost = MaxCost(5.0, [[1.0, 2.0], [4.0, 9.0], [3.0, 1.0]])
+    h = torch.tensor([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]], requires_grad=True)
+    out = cost(h)
+    out.backward()
+    assert float(out.detach()) == 9.0  # d cost / d h: the bottleneck row's table entries, zero elsewhere
+    assert h.grad is not None and torch.equal(h.grad, torch.tensor([[0.0, 0.0], [4.0, 9.0], [0.0, 0.0]]))
+    assert float(cost(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))) == 5.0  # the floor binds
+
+
+def test_one_run_lands_on_a_peak_sram_target() -> None:
+    """Peak SRAM as LightNAS's constrained quantity: for every peak the tiny space can have (a bottleneck
+    cost takes few values), one default run from the same start ends on a network with exactly that peak,
+    equal to the analyzed one."""
+    net, _, _, data = _setup(0.5)
+    space, widths, start = net.space, (1.0, 1.0), {k: v.clone() for k, v in net.state_dict().items()}
+    floor, table = mbconv_peak_table(space, widths, num_classes=3)
+    rows = [[v for v in table[i] if not np.isnan(v)] for i in range(space.n_layers)]
+    levels = sorted({max(floor, *combo) for combo in itertools.product(*rows)})
+    assert len(levels) >= 3
+    for target in levels:
+        net.load_state_dict(start)
+        net.set_active(space.smallest().replace(widths=widths))
+        nas = LightNAS(net, MaxCost(floor, table), LightNASConfig(target=float(target), epochs=4, warmup_epochs=1))
+        nas.fit(data[:4], data[4:])
+        assert nas.cost_ == target == mbconv_peak_sram(space, nas.spec_, num_classes=3), (nas.cost_, levels)
 
 
 def test_repair_is_recorded_and_consistent() -> None:

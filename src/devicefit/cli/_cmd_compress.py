@@ -84,11 +84,17 @@ class PruneCommand(_CompressCommand):
         parser.add_argument("--speedup", type=float,
                             help="latency-driven: prune until the model runs this many times faster than the "
                                  "source, both timed side by side (robust to a drifting machine)")
+        parser.add_argument("--max-step-ratio", type=float,
+                            help="latency-driven: most channels one round removes (default 0.3)")
+        parser.add_argument("--final-epochs", type=int,
+                            help="after pruning, fine-tune this many more epochs (checkpointed; a killed job "
+                                 "resumes there)")
 
     def shortcuts(self, args: argparse.Namespace) -> list[tuple[str, Any]]:
         return [("prune.ratio", args.ratio), ("prune.importance", args.importance), ("prune.steps", args.steps),
                 ("finetune.epochs", args.epochs), ("distill", args.distill), ("latency_ms", args.latency_ms),
-                ("speedup", args.speedup)]
+                ("speedup", args.speedup), ("max_step_ratio", args.max_step_ratio),
+                ("final_epochs", args.final_epochs)]
 
 
 @command("quantize")

@@ -155,6 +155,8 @@ def _supernet(args: argparse.Namespace, out: Output) -> int:
             f"{c['measured_ms']:.4g} ms for a {cfg.latency_ms:g} ms budget (predicted {c['predicted_ms']:.4g} ms); "
             f"{record['n_evaluated']} candidates recorded in {path} (study {record['study_name']!r} in "
             f"{record['storage']})")
+    fronts = ", ".join(f"{len(v)} vs {k.split(':')[-1]}" for k, v in record["pareto"].items())
+    out.say(f"Pareto fronts of supernet accuracy: {fronts} (trial numbers under 'pareto' in {path})")
     if record["retrain"]:
         out.say(f"retrained from scratch for {record['retrain']['epochs']} epoch(s): test accuracy "
                 f"{100 * record['retrain']['test_accuracy']:.2f}%")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -24,7 +24,9 @@ __all__ = ["CostReport", "LayerCost", "analyze", "tensor_metas"]
 @dataclass(frozen=True)
 class LayerCost:
     """One graph node: `output_shape` includes the batch dim of 1 (first output for multi-output nodes);
-    `output_bytes` at `act_bits`; `allocates` is False for aliases and in-place/fused nodes."""
+    `output_bytes` at `act_bits`; `allocates` is False for aliases and in-place/fused nodes; `live_bytes`: the
+    activation buffers live while the node executes (the report's peak is their maximum); `scope`: the path of
+    the innermost module the node runs in ("" at the top level), e.g. "features.3" for a residual add."""
 
     name: str
     op: str
@@ -33,6 +35,8 @@ class LayerCost:
     macs: int
     output_bytes: int
     allocates: bool
+    live_bytes: int = 0
+    scope: str = ""
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,11 @@ class _Liveness:
         self.fresh(node)
         return True
 
+    def live_bytes(self, node: fx.Node) -> int:
+        """Bytes of the buffers live while `node` executes."""
+        t = self.step[node]
+        return sum(b.nbytes for b in self.buffers if b.start <= t <= b.end)
+
     def peak(self, names: list[str]) -> tuple[int, str, tuple[str, ...]]:
         """(peak bytes, node executing at the peak, owners of the buffers live then)."""
         best = (-1, "", ())
@@ -256,6 +265,13 @@ def _layer(node: fx.Node, modules: dict[str, nn.Module], act_bits: int, allocate
     return LayerCost(node.name, _op_name(node, modules), shape, params, macs, _out_bytes(node, act_bits), allocates)
 
 
+def _scope(node: fx.Node) -> str:
+    if node.op == "call_module":
+        return str(node.target)
+    stack = node.meta.get("nn_module_stack") or {}  # {key: (module path, module type)}, outermost first
+    return str(next(reversed(stack.values()))[0]) if stack else ""
+
+
 def analyze(model: nn.Module, input_shape: Sequence[int], *, weight_bits: int = 8, act_bits: int = 8) -> CostReport:
     """Trace `model` with torch.fx on a (1, *input_shape) input and return its `CostReport`.
 
@@ -270,14 +286,15 @@ def analyze(model: nn.Module, input_shape: Sequence[int], *, weight_bits: int = 
     modules = dict(gm.named_modules())
     nodes = list(gm.graph.nodes)
     live = _Liveness(nodes, act_bits)
-    layers = []
+    costed = []
     for node in nodes:
         kind = _node_class(node, modules)
         if kind in ("output", "const") or not tensor_metas(node):
             continue
         allocates = live.assign(node, kind)
         if kind != "input":
-            layers.append(_layer(node, modules, act_bits, allocates))
+            costed.append((node, _layer(node, modules, act_bits, allocates)))
+    layers = [replace(layer, live_bytes=live.live_bytes(node), scope=_scope(node)) for node, layer in costed]
     peak, peak_node, peak_tensors = live.peak([n.name for n in nodes])
     params = sum(p.numel() for p in model.parameters())
     return CostReport(

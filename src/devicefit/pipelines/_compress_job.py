@@ -24,6 +24,7 @@ from devicefit.core import (
     Registry,
     RunRecord,
     atomic_write_json,
+    check_int,
     check_positive,
     from_dict,
     machine_info,
@@ -59,8 +60,12 @@ class CompressJobConfig:
         (`no_finetune` skips it after pruning); distill: fine-tune against the unpruned source as teacher.
     latency_ms / speedup: for "prune", prune round by round until `target` measures at most `latency_ms`, or
         until the pruned model runs `speedup` times faster than the source timed beside it (latency-driven
-        mode, at most one of the two; `prune.ratio`/`steps` then set per round), else prune `prune.ratio` in
-        `prune.steps` steps.
+        mode, at most one of the two; `prune.ratio`/`steps` then set per round, each round removing at most
+        `max_step_ratio` of the channels), else prune `prune.ratio` in `prune.steps` steps.
+    final_epochs: for "prune", after the last pruning step or round, fine-tune this many more epochs with the
+        `finetune` settings (and the teacher when `distill`): the short per-step recovery keeps the rounds cheap,
+        the final run restores accuracy. Checkpointed in `run_dir/final_finetune/`, the pruned weights before it
+        in `run_dir/pruned.pt`, so a killed job resumes there instead of pruning again.
     student: for "distill", the zoo model to train (name "" → the source's family with `params` overrides).
     n_calibration: train images for int8 calibration; latency_repeats/latency_rounds: timing of before/after,
         interleaved on `target`. run_dir: the new folder (required; never the source).
@@ -78,6 +83,8 @@ class CompressJobConfig:
     distill: bool = False
     latency_ms: float | None = None
     speedup: float | None = None
+    max_step_ratio: float = 0.3
+    final_epochs: int = 0
     student: ModelConfig = field(default_factory=lambda: ModelConfig(name="", params={}))
     n_calibration: int = 256
     target: str = "host-ort"
@@ -93,7 +100,12 @@ class CompressJobConfig:
         for name in ("n_calibration", "latency_repeats", "latency_rounds"):
             check_positive(name, getattr(self, name))
         if self.latency_ms is not None or self.speedup is not None:  # validates the goal
-            LatencyPruneConfig(latency_ms=self.latency_ms, speedup=self.speedup, target=self.target)
+            LatencyPruneConfig(latency_ms=self.latency_ms, speedup=self.speedup, target=self.target,
+                               max_step_ratio=self.max_step_ratio)
+        check_int("final_epochs", self.final_epochs, 0)
+        if self.final_epochs and (self.method != "prune" or self.no_finetune):
+            raise ConfigError(f"final_epochs={self.final_epochs} fine-tunes after pruning: it needs method='prune' "
+                              f"and no_finetune=false (got method={self.method!r}, no_finetune={self.no_finetune})")
 
 
 @dataclass
@@ -240,7 +252,11 @@ def _check_source_untouched(src: Source) -> None:
         raise DataError(f"source files changed during the job: {changed}")
 
 
-def _finetune_fn(ctx: _Ctx, teacher: nn.Module | None) -> Callable[[nn.Module], nn.Module] | None:
+def _finetune_fn(ctx: _Ctx, teacher: nn.Module | None, epochs: int | None = None,
+                 run_dir: Path | None = None) -> Callable[[nn.Module], nn.Module] | None:
+    """Fine-tuning on the source's training split (a tenth held out for validation) with `ctx.cfg.finetune`
+    (`epochs` overrides its epoch count; `run_dir` makes it checkpointed and resumable); None with
+    `no_finetune`."""
     from devicefit import data as D
     from devicefit import train as T
 
@@ -248,30 +264,56 @@ def _finetune_fn(ctx: _Ctx, teacher: nn.Module | None) -> Callable[[nn.Module], 
         return None
     tr, val = D.split_train_val(ctx.train, ctx.src.data.val_fraction or 0.1, seed=ctx.cfg.finetune.seed)
     augment = D.DATASETS.get(ctx.src.data.name).augment
+    cfg = ctx.cfg.finetune if epochs is None else dataclasses.replace(ctx.cfg.finetune, epochs=epochs)
 
     def finetune(net: nn.Module) -> nn.Module:
-        T.fit(net, tr, ctx.cfg.finetune, val_ds=val, teacher=teacher, augment_default=augment, progress=False,
-              log=lambda line: ctx.log("finetune %s", line))
+        T.fit(net, tr, cfg, val_ds=val, teacher=teacher, augment_default=augment, progress=run_dir is not None,
+              run_dir=run_dir, log=lambda line: ctx.log("finetune %s", line))
         return net
     return finetune
 
 
+_PRUNED, _PRUNED_DETAILS = "pruned.pt", "pruned.json"  # the pruned weights before the final fine-tune
+
+
 @COMPRESS_METHODS.register("prune")
 def _prune(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
+    import copy
+
+    import torch
+
     from devicefit import compress as C
     from devicefit import train as T
     from devicefit.nn import export_onnx
 
-    shape = tuple(ctx.src.spec["input_shape"])
-    teacher = ctx.src.model if ctx.cfg.distill else None
-    finetune = _finetune_fn(ctx, teacher)
-    if ctx.cfg.latency_ms is not None or ctx.cfg.speedup is not None:
-        lcfg = C.LatencyPruneConfig(latency_ms=ctx.cfg.latency_ms, speedup=ctx.cfg.speedup, target=ctx.cfg.target,
-                                    prune=ctx.cfg.prune)
-        net, details = C.prune_to_latency(ctx.src.model, shape, lcfg, finetune=finetune)
+    cfg, shape = ctx.cfg, tuple(ctx.src.spec["input_shape"])
+    teacher = ctx.src.model if cfg.distill else None
+    stash, stash_details = ctx.run_dir / _PRUNED, ctx.run_dir / _PRUNED_DETAILS
+    if cfg.final_epochs and stash.exists() and stash_details.exists():
+        net = C.load_pruned_state_(copy.deepcopy(ctx.src.model),
+                                   torch.load(stash, map_location="cpu", weights_only=True))
+        details = read_json(stash_details)
+        ctx.log("resuming: pruning finished earlier (%s), going on with the final fine-tune", stash)
     else:
-        res = C.StructuredPruner(ctx.cfg.prune).fit(ctx.src.model, shape, finetune=finetune).result_
-        net, details = res.model, res.to_dict()
+        finetune = _finetune_fn(ctx, teacher)
+        if cfg.latency_ms is not None or cfg.speedup is not None:
+            lcfg = C.LatencyPruneConfig(latency_ms=cfg.latency_ms, speedup=cfg.speedup, target=cfg.target,
+                                        max_step_ratio=cfg.max_step_ratio, prune=cfg.prune)
+            net, details = C.prune_to_latency(ctx.src.model, shape, lcfg, finetune=finetune)
+        else:
+            res = C.StructuredPruner(cfg.prune).fit(ctx.src.model, shape, finetune=finetune).result_
+            net, details = res.model, res.to_dict()
+        if cfg.final_epochs:
+            T.save_weights(net, stash)
+            atomic_write_json(stash_details, details)
+    if cfg.final_epochs:
+        ctx.log("final fine-tune: %d epochs", cfg.final_epochs)
+        final = _finetune_fn(ctx, teacher, epochs=cfg.final_epochs, run_dir=ctx.run_dir / "final_finetune")
+        assert final is not None  # no_finetune with final_epochs is refused by the config
+        t0 = time.perf_counter()
+        final(net)
+        details = {**details, "final_finetune": {"epochs": cfg.final_epochs, "seconds": time.perf_counter() - t0,
+                                                 "checkpoint_dir": "final_finetune"}}
     T.save_weights(net, ctx.run_dir / "model.pt")
     atomic_write_json(ctx.run_dir / "spec.json", ctx.src.spec.to_dict())
     atomic_write_json(ctx.run_dir / "shapes.json", C.pruned_shapes(net))

@@ -16,9 +16,11 @@ Steps (work folder `work_dir`; each resumes where a killed run stopped):
 6. with `retrain_epochs` > 0, the chosen network is trained from scratch (the supernet's recipe, checkpointed
    in `<model dir>/retrain`) and its test accuracy reported: the accuracy that counts.
 The record (`out`, atomic) holds the config, the latency model with its leave-one-out error, every evaluated
-candidate, the Pareto front, the channel-scaling steps and the verification. Retrain the chosen network from
-scratch (or fine-tune it) to report its real accuracy: supernet-path accuracy ranks candidates, it is not the
-accuracy of the trained network.
+candidate (with its analytic int8 peak SRAM, `peak_sram_bytes`: the largest set of live activations, what a
+microcontroller's arena must hold), the Pareto fronts of supernet accuracy against estimated latency and
+against peak SRAM (`pareto`, trial numbers per cost), the channel-scaling steps and the verification.
+Retrain the chosen network from scratch (or fine-tune it) to report its real accuracy: supernet-path accuracy
+ranks candidates, it is not the accuracy of the trained network.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ __all__ = ["SUPERNET_METHODS", "SupernetSearchJobConfig", "default_options", "ru
 
 Log = Callable[[str], None]
 SUPERNET_METHODS = ("hsconas", "evolution", "random")
+
+
+SRAM = "peak_sram_bytes"  # analytic int8 peak activation memory of a candidate
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,8 @@ def run_supernet_search_job(cfg: SupernetSearchJobConfig, out: str | Path, *, lo
     name = cfg.study_name or f"{cfg.space}-{cfg.target}-{cfg.method}-{cfg.latency_ms:g}ms-s{cfg.seed}-{sup_tag}"
 
     def objective(spec: ArchSpec) -> dict[str, float]:
-        return {"accuracy": score(spec), **costs.estimate(spec)}
+        sram = space.analytic_cost(spec, num_classes=classes, input_shape=shape)["peak_activation_bytes_int8"]
+        return {"accuracy": score(spec), **costs.estimate(spec), SRAM: float(sram)}
 
     def trial_done(done: Any) -> None:
         bar.update(task, completed=done.number + 1)
@@ -263,6 +269,9 @@ def run_supernet_search_job(cfg: SupernetSearchJobConfig, out: str | Path, *, lo
         "retrain": retrain,
         "machine": machine_info(), **result.to_dict(),
     }
+    # the front against peak SRAM too (not a constraint here: a host target has no SRAM budget)
+    record["pareto"] = {**record["pareto"],
+                        SRAM: [h.number for h in S.pareto_front(result.history, "accuracy", (SRAM,))]}
     atomic_write_json(out, record)
     return record
 

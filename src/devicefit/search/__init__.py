@@ -5,7 +5,7 @@ from ._channels import scale_channels
 from ._evolution import RegularizedEvolution
 from ._hsconas import ConstrainedEvolution
 from ._latency_table import LatencyTable, LatencyTableConfig, sample_calibration_specs
-from ._lightnas import LightNAS, LightNASConfig, LinearCost
+from ._lightnas import LightNAS, LightNASConfig, LinearCost, MaxCost
 from ._pareto import pareto_front
 from ._positional import Positional, positional
 from ._problem import Constraint, Evaluated, check_budgets_feasible, is_feasible
@@ -24,6 +24,7 @@ __all__ = [
     "LightNAS",
     "LightNASConfig",
     "LinearCost",
+    "MaxCost",
     "Positional",
     "RandomSearch",
     "RegularizedEvolution",

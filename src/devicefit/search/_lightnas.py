@@ -34,7 +34,8 @@ loop changes a few layers of the searched architecture, it does not search again
 `lambda_min` can clamp λ (e.g. ≥ 0, "spend no more than T"); it was not needed to land. Supernet weights are
 trained by CE on the sampled path; the first `warmup_epochs` train weights only (uniform paths). LAT is
 injected (any differentiable function of the (layers, ops) matrix); `LinearCost` is a per-layer table (MACs,
-parameters: `devicefit.space._mbconv_cost.mbconv_cost_table`, or a latency lookup). `lambda_lr=0, damping=0,
+parameters: `devicefit.space._mbconv_cost.mbconv_cost_table`, or a latency lookup); `MaxCost` a bottleneck
+table (peak SRAM: `mbconv_peak_table`, exact against `nn.analyze`). `lambda_lr=0, damping=0,
 repair=False` is the fixed-coefficient baseline (FBNet / ProxylessNAS: CE + β·LAT/T with β = `lambda_init`).
 """
 
@@ -52,7 +53,7 @@ from torch import Tensor
 
 from devicefit.core import ArchSpec, ConfigError, NotFittedError, check_choice, check_int, check_positive, check_range
 
-__all__ = ["LightNAS", "LightNASConfig", "LinearCost"]
+__all__ = ["LightNAS", "LightNASConfig", "LinearCost", "MaxCost"]
 
 Batches = Iterable[tuple[Tensor, Tensor]]
 COST_MODES = ("argmax", "expected", "sampled")
@@ -68,6 +69,22 @@ class LinearCost:
 
     def __call__(self, onehot: Tensor) -> Tensor:
         return self.constant + (onehot * self.table).sum()
+
+
+class MaxCost:
+    """Differentiable bottleneck cost: cost(h) = max(`floor`, max over layers of Σ_ops h ⊙ `table`) for a
+    (layers, ops) one-hot h: peak SRAM, where the largest block's live activations set the arena
+    (`devicefit.space._mbconv_cost.mbconv_peak_table`). The gradient reaches the bottleneck layer's choice
+    (the max's subgradient), so the multiplier reshapes that layer until another one, or the floor, binds.
+    Impossible entries (NaN) count 0, as in `LinearCost`."""
+
+    def __init__(self, floor: float, table: Any) -> None:
+        self.floor = float(floor)
+        self.table = torch.as_tensor(np.nan_to_num(np.asarray(table, dtype=np.float64)), dtype=torch.float32)
+
+    def __call__(self, onehot: Tensor) -> Tensor:
+        per_layer = (onehot * self.table).sum(dim=1)
+        return torch.maximum(per_layer.max(), torch.tensor(self.floor, dtype=per_layer.dtype))
 
 
 @dataclass(frozen=True)

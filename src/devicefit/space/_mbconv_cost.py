@@ -13,7 +13,7 @@ from devicefit.core import ArchSpec, check_choice
 
 from ._mbconv import MBCONV_OPS, MBConvSpace, op_params
 
-__all__ = ["COST_METRICS", "mbconv_cost", "mbconv_cost_table"]
+__all__ = ["COST_METRICS", "mbconv_cost", "mbconv_cost_table", "mbconv_peak_sram", "mbconv_peak_table"]
 
 COST_METRICS = ("params", "macs")
 
@@ -65,3 +65,43 @@ def mbconv_cost(space: MBConvSpace, spec: ArchSpec, *, metric: str = "params", n
     const, table = mbconv_cost_table(space, spec["widths"], metric=metric, num_classes=num_classes,
                                      input_shape=input_shape)
     return const + float(sum(table[i, MBCONV_OPS.index(op)] for i, op in enumerate(spec["ops"])))
+
+
+def mbconv_peak_table(space: MBConvSpace, widths: Sequence[float], *, num_classes: int = 10,
+                      input_shape: Sequence[int] | None = None, act_bits: int = 8) -> tuple[float, np.ndarray]:
+    """(floor, (n_layers, len(MBCONV_OPS)) table) of peak activation memory (bytes at `act_bits`, as
+    `nn.analyze` counts live buffers) for stage `widths`: a network's peak is `max(floor, max_layers
+    table[layer, op])` exactly. An entry is the most memory live while that layer's block runs (its input,
+    kept for the residual, and its hidden tensors), which depends on the layer's op alone because every block's
+    input and output shapes are fixed by the widths; the floor is the stem's and head's. `skip` entries are 0
+    (the block is absent), NaN where impossible (first layer of a stage). Built from one `analyze` per op."""
+    from devicefit.nn import analyze
+
+    shape = tuple(input_shape or space.input_shape)
+    firsts = [first for _, first in space.layer_stage()]
+    table = np.zeros((space.n_layers, len(MBCONV_OPS)))
+    floor = 0.0
+    for j, op in enumerate(MBCONV_OPS):
+        if op_params(op) is None:
+            table[:, j] = [math.nan if first else 0.0 for first in firsts]
+            continue
+        spec = ArchSpec(space.name, {"ops": (op,) * space.n_layers, "widths": tuple(widths)})
+        report = analyze(space.build(spec, num_classes=num_classes, input_shape=shape), shape, act_bits=act_bits)
+        for layer in report.layers:  # MBConvNet.features: stem, one block per layer, head
+            parts = layer.scope.split(".")
+            k = int(parts[1]) if parts[0] == "features" and len(parts) > 1 else -1
+            if 1 <= k <= space.n_layers:
+                table[k - 1, j] = max(table[k - 1, j], layer.live_bytes)
+            else:
+                floor = max(floor, float(layer.live_bytes))
+    return floor, table
+
+
+def mbconv_peak_sram(space: MBConvSpace, spec: ArchSpec, *, num_classes: int = 10,
+                     input_shape: Sequence[int] | None = None, act_bits: int = 8) -> float:
+    """Peak activation bytes of `spec`'s network by `mbconv_peak_table` (equals `nn.analyze` of the built
+    network)."""
+    spec = space.validate(spec)
+    floor, table = mbconv_peak_table(space, spec["widths"], num_classes=num_classes, input_shape=input_shape,
+                                     act_bits=act_bits)
+    return max(floor, *(float(table[i, MBCONV_OPS.index(op)]) for i, op in enumerate(spec["ops"])))
