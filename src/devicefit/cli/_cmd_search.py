@@ -29,7 +29,9 @@ class SearchCommand:
         parser.add_argument("--target", required=True,
                             help="table space: a table target such as nb201-pixel2, or a column; supernet space: "
                                  "a host target (host-ort)")
-        parser.add_argument("--latency-ms", type=float, required=True, help="latency budget (lightnas: target) in ms")
+        parser.add_argument("--latency-ms", type=float,
+                            help="latency budget (lightnas: target) in ms; required but for lightnas with "
+                                 "--peak-sram-kib")
         parser.add_argument("--method", default="hsconas",
                             help="hsconas | evolution | random | lightnas (default hsconas)")
         parser.add_argument("--n-trials", type=int, default=100, help="evaluated architectures (default 100)")
@@ -69,6 +71,8 @@ class SearchCommand:
         g.add_argument("--epochs", type=int, default=2, help="search epochs after the warm-up (default 2)")
         g.add_argument("--table-archs", type=int, default=60,
                        help="networks timed for the latency table (default 60; reused once fitted)")
+        g.add_argument("--peak-sram-kib", type=float,
+                       help="land on this int8 peak activation memory (KiB, exact analytic) instead of a latency")
         g.add_argument("--no-anchor", action="store_true",
                        help="trust the latency table alone (default: the search measures its architecture)")
 
@@ -78,6 +82,9 @@ class SearchCommand:
 
         if args.method == "lightnas":
             return _lightnas(args, out)
+        if args.latency_ms is None:
+            raise ConfigError(f"--latency-ms is required for --method {args.method} (only lightnas can take "
+                              "--peak-sram-kib instead)")
         args.space = args.space or "nb201"
         if not isinstance(get_space(args.space), TabularSpace):
             return _supernet(args, out)
@@ -102,7 +109,8 @@ def _lightnas(args: argparse.Namespace, out: Output) -> int:
     from devicefit.pipelines._lightnas_job import LightNASJobConfig, run_lightnas_job
 
     path = Path(args.out)
-    cfg = LightNASJobConfig(latency_ms=args.latency_ms, work_dir=args.work_dir or str(path.with_suffix("")) + "-work",
+    cfg = LightNASJobConfig(latency_ms=args.latency_ms, peak_sram_kib=args.peak_sram_kib,
+                            work_dir=args.work_dir or str(path.with_suffix("")) + "-work",
                             space=args.space or "mbconv", target=args.target, data=args.data,
                             data_dir=args.data_dir, width=args.width, n_train=args.n_train,
                             warmup_epochs=args.warmup_epochs, search_epochs=args.epochs, table_archs=args.table_archs,
@@ -117,9 +125,12 @@ def _lightnas(args: argparse.Namespace, out: Output) -> int:
     else:
         record = run_lightnas_job(cfg, path, log=out.say)
     r = record["result"]
+    got = (f"peak SRAM {r['analyzed_peak_bytes'] / 1024:.4g} KiB for a {cfg.peak_sram_kib:g} KiB target (analyzed/T "
+           f"{r['analyzed_over_target']:.3f})" if cfg.peak_sram_kib is not None else
+           f"measured {r['measured_ms']:.4g} ms for a {cfg.latency_ms:g} ms target (measured/T "
+           f"{r['measured_over_target']:.3f})")
     out.say(f"searched: {' '.join(r['spec']['params']['ops'])} at widths {r['spec']['params']['widths'][0]:g}; "
-            f"measured {r['measured_ms']:.4g} ms for a {cfg.latency_ms:g} ms target "
-            f"(measured/T {r['measured_over_target']:.3f}); record in {path}")
+            f"{got}; record in {path}")
     out.set_result(**{k: v for k, v in record.items() if k != "evaluated"}, out=str(path))
     return 0
 

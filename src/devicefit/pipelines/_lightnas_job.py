@@ -15,6 +15,10 @@ Steps (work folder `work_dir`):
    the end of the search, benchmarks/results/nas_lightnas_real-anchored.md), hence off by default);
 4. the searched network, extracted from the supernet with its shared weights (`model.pt`, `spec.json`), is
    timed on the target (median of `verify_rounds` timings) and compared with the target.
+With `peak_sram_kib` instead of `latency_ms`, the constrained quantity is the int8 peak activation memory (what
+a microcontroller's arena holds): the cost is `space._mbconv_cost.mbconv_peak_table`, exact per layer, so there
+is no table to time and no anchoring; the target is checked against the space's smallest and largest peak, and
+the result's peak is re-analyzed from the extracted network (`nn.analyze`).
 The record (`out`, written atomically) holds the config, the table's held-out error and range, every
 architecture step (its argmax architecture and predicted latency), every measurement and the result. A run
 whose record exists with the same config is not repeated; a killed run restarts the search, keeping the table.
@@ -50,7 +54,8 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class LightNASJobConfig:
-    """`latency_ms` the target T on `target` (a host target the latency table can time, e.g. "host-ort");
+    """`latency_ms` the target T on `target` (a host target the latency table can time, e.g. "host-ort"), or
+    `peak_sram_kib` (exactly one of the two) a peak-SRAM target in KiB (int8 activations, analytic and exact);
     `space` a registered MBConv space ("mbconv" for 32×32 images, "mbconv_kws" for audio features) searched at
     stage width `width`; `data` a dataset name (`data_dir`: its full copy, None = the bundled subset),
     `n_train` training images (0 = all; the validation split for architecture steps is `val_fraction` of the
@@ -59,7 +64,7 @@ class LightNASJobConfig:
     anchoring every `measure_every` architecture steps (0: only the closing loop); `verify_rounds` timings of
     the result; `threads` torch and ORT threads; `work_dir` where the table and the searched network go."""
 
-    latency_ms: float
+    latency_ms: float | None
     work_dir: str
     space: str = "mbconv"
     target: str = "host-ort"
@@ -78,9 +83,14 @@ class LightNASJobConfig:
     verify_rounds: int = 5
     threads: int = 1
     seed: int = 0
+    peak_sram_kib: float | None = None
 
     def __post_init__(self) -> None:
-        check_positive("latency_ms", self.latency_ms)
+        if (self.latency_ms is None) == (self.peak_sram_kib is None):
+            raise ConfigError(f"give exactly one target: latency_ms or peak_sram_kib (got latency_ms="
+                              f"{self.latency_ms!r}, peak_sram_kib={self.peak_sram_kib!r})")
+        check_positive("latency_ms" if self.latency_ms is not None else "peak_sram_kib",
+                       self.latency_ms if self.latency_ms is not None else self.peak_sram_kib)
         check_positive("width", self.width)
         for name in ("warmup_epochs", "n_train", "measure_every", "seed"):
             check_int(name, getattr(self, name))
@@ -107,6 +117,7 @@ def _table(cfg: LightNASJobConfig, work: Path, log: Log) -> Any:
 
 
 def _check_target(cfg: LightNASJobConfig, lo: float, hi: float) -> None:
+    assert cfg.latency_ms is not None
     if cfg.latency_ms < lo:
         raise BudgetError(f"latency_ms {cfg.latency_ms:g} is below the smallest network of {cfg.space} at width "
                           f"{cfg.width:g} on {cfg.target}: {lo:.4g} ms by the latency table (the cheapest op in "
@@ -115,6 +126,27 @@ def _check_target(cfg: LightNASJobConfig, lo: float, hi: float) -> None:
         raise ConfigError(f"latency_ms {cfg.latency_ms:g} is above the largest network of {cfg.space} at width "
                           f"{cfg.width:g} on {cfg.target} ({hi:.4g} ms by the latency table): every network "
                           "meets it; raise width to search a larger space")
+
+
+def _peak_cost(cfg: LightNASJobConfig, space: Any, classes: int) -> tuple[Any, float, float, tuple[float, ...]]:
+    """(MaxCost in bytes, smallest and largest achievable peak, widths) for a peak-SRAM target, which is checked
+    against that range (BudgetError / ConfigError naming the achievable peak in KiB)."""
+    from devicefit.search import MaxCost
+    from devicefit.space._mbconv_cost import mbconv_peak_table
+
+    assert cfg.peak_sram_kib is not None
+    widths = tuple(cfg.width for _ in space.stages)
+    floor, table = mbconv_peak_table(space, widths, num_classes=classes, input_shape=space.input_shape)
+    lo = max(floor, float(np.nanmax(np.nanmin(table, axis=1))))
+    hi = max(floor, float(np.nanmax(table)))
+    where = f"{cfg.space} at width {cfg.width:g} (int8 activations)"
+    if cfg.peak_sram_kib * 1024 < lo:
+        raise BudgetError(f"peak_sram_kib {cfg.peak_sram_kib:g} is below the smallest peak of {where}: "
+                          f"{lo / 1024:.4g} KiB; raise peak_sram_kib or lower width")
+    if cfg.peak_sram_kib * 1024 > hi:
+        raise ConfigError(f"peak_sram_kib {cfg.peak_sram_kib:g} is above the largest peak of {where} "
+                          f"({hi / 1024:.4g} KiB): every network meets it; raise width to search a larger space")
+    return MaxCost(floor, table), lo, hi, widths
 
 
 class _Batches:
@@ -141,7 +173,7 @@ def run_lightnas_job(cfg: LightNASJobConfig, out: Path, *, log: Log | None = Non
     reports search progress in training batches."""
     import torch
 
-    from devicefit.nn import export_onnx
+    from devicefit.nn import analyze, export_onnx
     from devicefit.search import LightNAS, LightNASConfig
     from devicefit.space import MBCONV_OPS, MBConvSpace, MBConvSupernet, get_space
     from devicefit.train import save_weights
@@ -159,13 +191,25 @@ def run_lightnas_job(cfg: LightNASJobConfig, out: Path, *, log: Log | None = Non
     space = get_space(cfg.space)
     if not isinstance(space, MBConvSpace):
         raise ConfigError(f"space {cfg.space!r} is not an MBConv space: LightNAS searches mbconv or mbconv_kws")
-    table = _table(cfg, work, say)
-    lo, hi = table.range_ms()
-    _check_target(cfg, lo, hi)
+    sram = cfg.peak_sram_kib is not None
+    if not sram:
+        table = _table(cfg, work, say)
+        lo, hi = table.range_ms()
+        _check_target(cfg, lo, hi)
     train, val, classes = search_splits(cfg.data, cfg.data_dir, space=cfg.space, input_shape=space.input_shape,
                                         val_fraction=cfg.val_fraction, n_train=cfg.n_train,
                                         batch_size=cfg.batch_size, seed=cfg.seed)
-    widths = table.config.stage_widths
+    if sram:
+        assert cfg.peak_sram_kib is not None
+        cost, lo, hi, widths = _peak_cost(cfg, space, classes)
+        target, unit, measure = cfg.peak_sram_kib * 1024, "bytes", None
+        say(f"LightNAS: T = {cfg.peak_sram_kib:g} KiB of peak SRAM (range {lo / 1024:.4g}-{hi / 1024:.4g} KiB)")
+    else:
+        assert cfg.latency_ms is not None
+        cost, target, unit, widths = table.cost(), cfg.latency_ms, "ms", table.config.stage_widths
+        measure = table.time_spec if cfg.anchor else None
+        say(f"LightNAS: T = {cfg.latency_ms:g} ms (table range {lo:.3f}-{hi:.3f} ms)"
+            + (", measured anchoring" if cfg.anchor else ""))
     torch.manual_seed(cfg.seed)
     net = MBConvSupernet(space, num_classes=classes).set_active(space.smallest().replace(widths=widths))
     from devicefit import data as D
@@ -173,14 +217,12 @@ def run_lightnas_job(cfg: LightNASJobConfig, out: Path, *, log: Log | None = Non
     train_b = _Batches(train, cfg.batch_size, cfg.seed, D.DATASETS.get(cfg.data).augment)
     val_b = _Batches(val, cfg.batch_size, cfg.seed + 1, "none")
     epochs = cfg.warmup_epochs + cfg.search_epochs
-    ncfg = LightNASConfig(target=cfg.latency_ms, epochs=epochs, warmup_epochs=cfg.warmup_epochs, seed=cfg.seed,
-                          measure_every=cfg.measure_every if cfg.anchor else 0)
+    ncfg = LightNASConfig(target=target, epochs=epochs, warmup_epochs=cfg.warmup_epochs, seed=cfg.seed,
+                          measure_every=cfg.measure_every if measure is not None else 0)
     total = epochs * len(train_b)
-    say(f"LightNAS: T = {cfg.latency_ms:g} ms (table range {lo:.3f}-{hi:.3f} ms), {cfg.warmup_epochs} warm-up + "
-        f"{cfg.search_epochs} search epochs over {len(train)} images" + (", measured anchoring" if cfg.anchor
-                                                                           else ""))
+    say(f"LightNAS: {cfg.warmup_epochs} warm-up + {cfg.search_epochs} search epochs over {len(train)} images")
     t0 = time.perf_counter()
-    nas = LightNAS(net, table.cost(), ncfg, measure=table.time_spec if cfg.anchor else None)
+    nas = LightNAS(net, cost, ncfg, measure=measure)
     nas.fit(train_b, val_b, on_batch=None if on_batch is None else
             (lambda e, b: on_batch(e * len(train_b) + b + 1, total, e)))
     search_s = time.perf_counter() - t0
@@ -190,19 +232,26 @@ def run_lightnas_job(cfg: LightNASJobConfig, out: Path, *, log: Log | None = Non
     save_weights(model, model_dir / "model.pt")
     atomic_write_json(model_dir / "spec.json", nas.spec_.to_dict())
     export_onnx(model, tuple(space.input_shape), model_dir / "model.onnx")
-    timings = [table.time_onnx(model_dir / "model.onnx") for _ in range(cfg.verify_rounds)]
-    measured = float(np.median(timings))
-    say(f"LightNAS: searched in {search_s:.0f} s; predicted {nas.cost_:.4g} ms, measured {measured:.4g} ms "
-        f"(measured/T {measured / cfg.latency_ms:.3f}); network in {model_dir}")
+    if sram:
+        peak = analyze(model, tuple(space.input_shape)).peak_activation_bytes
+        check: dict[str, Any] = {"analyzed_peak_bytes": peak, "analyzed_over_target": peak / target}
+        say(f"LightNAS: searched in {search_s:.0f} s; predicted {nas.cost_ / 1024:.4g} KiB, analyzed "
+            f"{peak / 1024:.4g} KiB of peak SRAM (analyzed/T {peak / target:.3f}); network in {model_dir}")
+        table_info: dict[str, Any] = {"kind": "mbconv_peak_table", "range_bytes": [lo, hi]}
+    else:
+        timings = [table.time_onnx(model_dir / "model.onnx") for _ in range(cfg.verify_rounds)]
+        measured = float(np.median(timings))
+        check = {"measured_ms": measured, "measured_rounds_ms": timings, "measured_over_target": measured / target}
+        say(f"LightNAS: searched in {search_s:.0f} s; predicted {nas.cost_:.4g} ms, measured {measured:.4g} ms "
+            f"(measured/T {measured / target:.3f}); network in {model_dir}")
+        table_info = {"holdout": table.holdout_, "range_ms": [lo, hi], "constant_ms": table.constant_ms_}
     result = nas.result()
     history = result.pop("history")
-    record = {"kind": "lightnas-search", "config": config, "ops": list(MBCONV_OPS),
-              "table": {"holdout": table.holdout_, "range_ms": [lo, hi], "constant_ms": table.constant_ms_},
-              "result": {**result, "measured_ms": measured, "measured_rounds_ms": timings,
-                         "measured_over_target": measured / cfg.latency_ms, "search_s": search_s,
-                         "model_dir": model_dir.name},
+    record = {"kind": "lightnas-search", "config": config, "ops": list(MBCONV_OPS), "unit": unit,
+              "table": table_info,
+              "result": {**result, **check, "search_s": search_s, "model_dir": model_dir.name},
               "evaluated": [{"step": h["step"], "epoch": h["epoch"], "ops": [MBCONV_OPS[i] for i in h["argmax"]],
-                             "predicted_ms": h["cost_argmax"], "lambda": h["lambda_after"]} for h in history],
+                             f"predicted_{unit}": h["cost_argmax"], "lambda": h["lambda_after"]} for h in history],
               "machine": machine_info()}
     atomic_write_json(out, record)
     return record
