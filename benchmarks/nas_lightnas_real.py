@@ -295,9 +295,10 @@ def run_key(name: str, r: int, seed: int) -> str:
     return name if r == 0 else f"{name}#seed{seed}"
 
 
-def seed_accuracies(trained: dict[str, Any], name: str) -> list[float]:
-    """Test accuracies of every finished training run of model `name`, first seed first."""
-    return [v["test_accuracy"] for k, v in trained.items() if k == name or k.startswith(name + "#seed")]
+def seed_accuracies(trained: dict[str, Any], name: str, seeds: list[int]) -> list[float]:
+    """Test accuracies of model `name`'s finished training runs with `seeds`, in that order."""
+    keys = [run_key(name, r, seed) for r, seed in enumerate(seeds)]
+    return [trained[k]["test_accuracy"] for k in keys if k in trained]
 
 
 def train_all(args: Any, state: State, specs: dict[str, ArchSpec]) -> dict[str, Any]:
@@ -372,7 +373,8 @@ def final_round(args: Any, state: State, lt: LatencyTable, specs: dict[str, Arch
 def summarize(args: Any, state: State, lt: LatencyTable, searched: list[dict[str, Any]], trained: dict[str, Any],
               final: dict[str, Any], wall_s: float) -> dict[str, Any]:
     drift, meas = final["drift"], final["models"]
-    accs = {k: seed_accuracies(trained, k) for k in meas if not k.startswith("calib-")}
+    seeds = [args.seed + r for r in range(args.train_seeds)]
+    accs = {k: seed_accuracies(trained, k, seeds) for k in meas if not k.startswith("calib-")}
     mean = {k: float(np.mean(v)) if v else None for k, v in accs.items()}
     family = sorted((meas[k]["median_ms"], mean[k], k) for k in trained if k.startswith("mbv2") and "#" not in k)
     rows = []
