@@ -134,12 +134,14 @@ def measure_spec_latency(space: Any, spec: ArchSpec, target: Any, precision: str
 @dataclass
 class CostModel:
     """Estimates for one recipe: `estimate(spec)` → {constraint name: value}, `constraints` (name, limit),
-    `describe` (one entry per constraint: what is estimated and how)."""
+    `describe` (one entry per constraint: what is estimated and how); `analytic(spec)`: the space's cached
+    analytic cost (params, MACs, int8 weight and peak activation bytes) that the estimates use."""
 
     estimate: Callable[[ArchSpec], dict[str, float]]
     limits: dict[str, float]
     describe: list[dict[str, Any]]
     latency_models: list[LatencyModel]
+    analytic: Callable[[ArchSpec], dict[str, Any]]
 
 
 def _analytic(space: Any, num_classes: int, input_shape: tuple[int, ...]) -> Callable[[ArchSpec], dict[str, Any]]:
@@ -231,7 +233,7 @@ def build_cost_model(space: Any, targets: Sequence[Any], precision: str, stage_d
             out |= part(spec)
         return out
 
-    return CostModel(estimate, limits, describe, models)
+    return CostModel(estimate, limits, describe, models, cost)
 
 
 def utilisation(values: dict[str, float], limits: dict[str, float]) -> float:

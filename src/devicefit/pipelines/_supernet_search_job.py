@@ -198,8 +198,8 @@ def run_supernet_search_job(cfg: SupernetSearchJobConfig, out: str | Path, *, lo
     name = cfg.study_name or f"{cfg.space}-{cfg.target}-{cfg.method}-{cfg.latency_ms:g}ms-s{cfg.seed}-{sup_tag}"
 
     def objective(spec: ArchSpec) -> dict[str, float]:
-        sram = space.analytic_cost(spec, num_classes=classes, input_shape=shape)["peak_activation_bytes_int8"]
-        return {"accuracy": score(spec), **costs.estimate(spec), SRAM: float(sram)}
+        sram = float(costs.analytic(spec)["peak_activation_bytes_int8"])
+        return {"accuracy": score(spec), **costs.estimate(spec), SRAM: sram}
 
     def trial_done(done: Any) -> None:
         bar.update(task, completed=done.number + 1)
