@@ -136,9 +136,8 @@ def _peak_cost(cfg: LightNASJobConfig, space: Any, classes: int) -> tuple[Any, f
 
     assert cfg.peak_sram_kib is not None
     widths = tuple(cfg.width for _ in space.stages)
-    floor, table = mbconv_peak_table(space, widths, num_classes=classes, input_shape=space.input_shape)
-    lo = max(floor, float(np.nanmax(np.nanmin(table, axis=1))))
-    hi = max(floor, float(np.nanmax(table)))
+    cost = MaxCost(*mbconv_peak_table(space, widths, num_classes=classes, input_shape=space.input_shape))
+    lo, hi = cost.range()
     where = f"{cfg.space} at width {cfg.width:g} (int8 activations)"
     if cfg.peak_sram_kib * 1024 < lo:
         raise BudgetError(f"peak_sram_kib {cfg.peak_sram_kib:g} is below the smallest peak of {where}: "
@@ -146,7 +145,7 @@ def _peak_cost(cfg: LightNASJobConfig, space: Any, classes: int) -> tuple[Any, f
     if cfg.peak_sram_kib * 1024 > hi:
         raise ConfigError(f"peak_sram_kib {cfg.peak_sram_kib:g} is above the largest peak of {where} "
                           f"({hi / 1024:.4g} KiB): every network meets it; raise width to search a larger space")
-    return MaxCost(floor, table), lo, hi, widths
+    return cost, lo, hi, widths
 
 
 class _Batches:

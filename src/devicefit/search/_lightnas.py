@@ -79,12 +79,19 @@ class MaxCost:
     Impossible entries (NaN) count 0, as in `LinearCost`."""
 
     def __init__(self, floor: float, table: Any) -> None:
+        raw = np.asarray(table, dtype=np.float64)
         self.floor = float(floor)
-        self.table = torch.as_tensor(np.nan_to_num(np.asarray(table, dtype=np.float64)), dtype=torch.float32)
+        self.raw = raw  # NaN where impossible
+        self.table = torch.as_tensor(np.nan_to_num(raw), dtype=torch.float32)
 
     def __call__(self, onehot: Tensor) -> Tensor:
         per_layer = (onehot * self.table).sum(dim=1)
         return torch.maximum(per_layer.max(), torch.tensor(self.floor, dtype=per_layer.dtype))
+
+    def range(self) -> tuple[float, float]:
+        """(smallest, largest) cost over every op choice (impossible entries excluded)."""
+        lo = float(np.nanmax(np.nanmin(self.raw, axis=1)))
+        return max(self.floor, lo), max(self.floor, float(np.nanmax(self.raw)))
 
 
 @dataclass(frozen=True)
