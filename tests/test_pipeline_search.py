@@ -147,3 +147,39 @@ def test_latency_model_fits_a_linear_cost_and_reports_leave_one_out_error():
     assert max(abs(e) for e in lm.loo_rel_error) < 1e-6
     with pytest.raises(ConfigError, match="at least 4"):
         fit_latency_model("host-ort", "int8", rows[:3])
+
+
+def test_latency_samples_refit_until_no_outlier_so_a_rerun_measures_nothing(tmp_path, monkeypatch):
+    """Single-session figures the fit misses by > 30% are re-measured over 3 sessions and the fit is redone
+    until none is left; a second build on the same samples file then measures nothing more (CI once caught
+    a rerun re-measuring a sample that became an outlier only after the first refit)."""
+    from types import SimpleNamespace
+
+    from devicefit.core import read_jsonl
+    from devicefit.pipelines import _search_cost as sc
+
+    space = get_space("mbconv")
+    specs = sample_specs(space, 8, 0)
+    cost = {s.to_json(): space.analytic_cost(s, num_classes=10, input_shape=(3, 32, 32)) for s in specs}
+    # specs[1]: a burst of load; specs[3] is off by 29.8% under the fit that figure drags, by 30.1% without it
+    spoiled = {specs[1].to_json(): 4.0, specs[3].to_json(): 0.735}
+    calls: list[tuple[str, int]] = []
+
+    def fake(space_, spec, target, precision, *, sessions=1, **kw):
+        calls.append((spec.to_json(), sessions))
+        true_ms = 1e-7 * cost[spec.to_json()]["macs"] + 3e-7 * cost[spec.to_json()]["params"] + 0.2
+        return {"latency_ms": true_ms * (spoiled.get(spec.to_json(), 1.0) if sessions == 1 else 1.0),
+                "cv": 0.01, "sessions": sessions}
+
+    monkeypatch.setattr(sc, "measure_spec_latency", fake)
+    path, target = tmp_path / "lat.jsonl", SimpleNamespace(name="host-ort")
+    kw = dict(num_classes=10, input_shape=(3, 32, 32), repeats=3, log=lambda m: None)
+    lm = sc._measured_latency_model(path, space, target, "fp32", 8, 0, **kw)
+    assert [j for j, n in calls if n == 3] == list(spoiled)  # in turn: the second shows after the first refit
+    rows = read_jsonl(path)
+    assert len(rows) == 10 and all(abs(lm.predict(r["macs"], r["params"]) / r["latency_ms"] - 1) <= 0.3
+                                   for r in rows[-8:] if r["spec_json"] not in spoiled)
+    calls.clear()
+    again = sc._measured_latency_model(path, space, target, "fp32", 8, 0, **kw)
+    assert calls == [] and len(read_jsonl(path)) == 10
+    assert again.to_dict() == lm.to_dict()

@@ -160,7 +160,8 @@ def _measured_latency_model(path: Path, space: Any, target: Any, precision: str,
                             log: Callable[[str], None]) -> LatencyModel:
     """Measure `n` architectures (one JSON line each, appended to `path`, so a killed run keeps what it
     measured), fit the model, re-measure once over 3 fresh sessions every sample the fit misses by more than
-    30% (a burst of load on a shared machine spoils single figures), and refit."""
+    30% (a burst of load on a shared machine spoils single figures), and refit until no single-session sample
+    is such an outlier, so a rerun on the same samples measures nothing more."""
     done = {row["spec_json"]: row for row in read_jsonl(path) if "spec_json" in row}  # last line wins
     cost = _analytic(space, num_classes, input_shape)
 
@@ -178,12 +179,15 @@ def _measured_latency_model(path: Path, space: Any, target: Any, precision: str,
     for i, spec in enumerate(specs):
         if spec.to_json() not in done:
             measure(spec, 1, f"sample {i + 1}/{n}")
-    lm = fit_latency_model(target.name, precision, [done[s.to_json()] for s in specs])
-    for s in specs:
-        row = done[s.to_json()]
-        if row.get("sessions", 1) == 1 and abs(lm.predict(row["macs"], row["params"]) / row["latency_ms"] - 1) > 0.3:
+    while True:  # until no single-session sample is an outlier; each sample is re-measured at most once
+        lm = fit_latency_model(target.name, precision, [done[s.to_json()] for s in specs])
+        outliers = [s for s in specs if done[s.to_json()].get("sessions", 1) == 1
+                    and abs(lm.predict(done[s.to_json()]["macs"], done[s.to_json()]["params"])
+                            / done[s.to_json()]["latency_ms"] - 1) > 0.3]
+        if not outliers:
+            return lm
+        for s in outliers:
             measure(s, 3, "re-measurement (3 sessions) of an outlier")
-    return fit_latency_model(target.name, precision, [done[s.to_json()] for s in specs])
 
 
 def build_cost_model(space: Any, targets: Sequence[Any], precision: str, stage_dir: Path, *, n_latency: int,
