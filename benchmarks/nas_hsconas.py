@@ -28,8 +28,9 @@ b·params + c, fitted to measured random architectures of the space). Peak SRAM:
 bytes (`space.analytic_cost`). The budget is a quantile of the predicted latency of uniform random architectures
 (default the median: mid-range). The width-scaled hand-designed family of the space (ResNet-20, or MobileNetV2:
 every layer k3_e6) is scored by the same proxy. At the end each method's chosen architecture is *measured*;
-with `--retrain-epochs` the best HSCoNAS-full and random models and the widest family member under the budget
-are trained from scratch with the supernet's recipe and their test accuracy reported (trained accuracy).
+with `--retrain-epochs` the best HSCoNAS-full and random models and the family members on either side of the
+budget are trained from scratch with the supernet's recipe (`--retrain-seeds` seeds each) and their test
+accuracy reported (trained accuracy), each pick beside the family interpolated to its predicted latency.
 
 Everything lands in a work dir (benchmarks/runs/nas_hsconas[-quick]/): supernet checkpoint, latency samples,
 scores, one optuna study and one JSON per method × seed; a rerun skips what is finished. Writes
@@ -226,7 +227,11 @@ def run_one(key: str, seed: int, ctx: dict[str, Any], args: Any) -> dict[str, An
     out = ctx["work"] / f"search-{name}.json"
     if out.is_file():
         log(f"{key} seed {seed}: done before ({out.name})")
-        return json.loads(out.read_text()) | {"reused": True}
+        doc = json.loads(out.read_text())
+        if method == "hsconas" and doc.get("best") and doc["scaling"].get("max_score_drop") != ctx["scaling_max_drop"]:
+            doc["scaling"] = channel_scaling(ArchSpec.from_dict(doc["best"]["spec"]), ctx)  # the search stands
+            atomic_write_json(out, doc)
+        return doc | {"reused": True}
 
     def objective(spec: ArchSpec) -> dict[str, float]:
         return {"accuracy": score(spec), "latency_ms": lat(spec),
@@ -254,12 +259,14 @@ def channel_scaling(spec: ArchSpec, ctx: dict[str, Any]) -> dict[str, Any]:
     budget, lat, score, costs = ctx["budget"]["latency_ms"], ctx["latency_ms"], ctx["score"], ctx["costs"]
     scored_before = len(score.cache)
     rank = score if ctx["scaling_rank"] == "proxy" else None  # None: the widening that adds the least latency
-    scaled, steps = S.scale_channels(ctx["space"], spec, lambda s: lat(s) / budget, 1.0, score=rank)
+    drop = ctx["scaling_max_drop"] if rank is not None else None
+    scaled, steps = S.scale_channels(ctx["space"], spec, lambda s: lat(s) / budget, 1.0, score=rank,
+                                     max_score_drop=drop)
     point = {s: {"spec": s.to_dict(), "accuracy": score(s), "latency_ms": lat(s),
                  "peak_sram_bytes": costs.peak_sram_bytes(s)} for s in (spec, scaled)}
     log(f"channel scaling: {spec['widths']} -> {scaled['widths']} in {len(steps)} step(s), proxy acc "
         f"{100 * point[spec]['accuracy']:.1f}% -> {100 * point[scaled]['accuracy']:.1f}%")
-    return {"before": point[spec], "after": point[scaled], "steps": steps,
+    return {"before": point[spec], "after": point[scaled], "steps": steps, "max_score_drop": drop,
             "extra_proxy_evaluations": len(score.cache) - scored_before}
 
 
@@ -381,31 +388,53 @@ def measure_chosen(summary: dict[str, Any], family: list[dict[str, Any]], ctx: d
 
 def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[Any, Any, Any], ctx: dict[str, Any],
             args: Any) -> list[dict[str, Any]]:
-    """Train from scratch (supernet recipe, `--retrain-epochs`) the best chosen model of hsconas-full and of random
-    and the widest family member under the budget; test accuracy on the held-out test split."""
+    """Train from scratch (supernet recipe, `--retrain-epochs`, seeds 0 … `--retrain-seeds` − 1) the best chosen
+    model of hsconas-full and of random, and the family members on either side of the budget; test accuracy on
+    the held-out test split, averaged over seeds. Each pick is set against the family at its predicted latency
+    (linear between the two retrained members; outside them, the nearer one)."""
     picks = [(v, max((c for c in summary[v]["chosen"] if c), key=lambda c: c["accuracy"], default=None))
              for v in ("hsconas-full", "random")]
-    under = [f for f in family if f["latency_ms"] <= ctx["budget"]["latency_ms"]]
+    budget = ctx["budget"]["latency_ms"]
     fam = hand_family(ctx["space"])[0]
-    picks.append((f"{fam} ×{under[-1]['width']}" if under else fam, under[-1] if under else None))
+    under = [f for f in family if f["latency_ms"] <= budget]
+    over = [f for f in family if f["latency_ms"] > budget]
+    bracket = ([under[-1]] if under else []) + ([over[0]] if over else [])
+    picks += [(f"{fam} ×{f['width']}", f) for f in bracket]
     train, val, test = data
     out = []
     for name, point in picks:
         if point is None:
             continue
-        spec, cfg = ArchSpec.from_dict(point["spec"]), recipe(args, args.retrain_epochs)
-        torch.manual_seed(0)
-        model = ctx["space"].build(spec, num_classes=10, input_shape=SHAPE)
-        run_dir = ctx["work"] / f"retrain-{tag([spec.to_dict(), dataclasses.asdict(cfg), len(train)])}"
-        log(f"retraining {name} ({args.retrain_epochs} epochs) in {run_dir}")
-        res = T.fit(model, train, cfg, val_ds=val, run_dir=run_dir, progress=False, log=lambda s: log(f"retrain {s}"),
-                    augment_default=D.DATASETS.get("cifar10").augment)
-        acc = T.evaluate(model, test, batch_size=64)["accuracy"]
-        out.append({"name": name, "spec": point["spec"], "proxy_accuracy": point["accuracy"],
-                    "predicted_latency_ms": point["latency_ms"], "epochs": args.retrain_epochs,
-                    "test_accuracy": acc, "train_seconds": res.train_seconds})
-        log(f"retrained {name}: test accuracy {100 * acc:.1f}% (trained, {args.retrain_epochs} epochs)")
+        accs, secs = [], 0.0
+        for seed in range(args.retrain_seeds):
+            spec = ArchSpec.from_dict(point["spec"])
+            cfg = dataclasses.replace(recipe(args, args.retrain_epochs), seed=seed)
+            torch.manual_seed(seed)
+            model = ctx["space"].build(spec, num_classes=10, input_shape=SHAPE)
+            run_dir = ctx["work"] / f"retrain-{tag([spec.to_dict(), dataclasses.asdict(cfg), len(train)])}"
+            log(f"retraining {name} ({args.retrain_epochs} epochs, seed {seed}) in {run_dir}")
+            res = T.fit(model, train, cfg, val_ds=val, run_dir=run_dir, progress=False,
+                        log=lambda m: log(f"retrain {m}"), augment_default=D.DATASETS.get("cifar10").augment)
+            accs.append(T.evaluate(model, test, batch_size=64)["accuracy"])
+            secs += res.train_seconds
+            log(f"retrained {name} seed {seed}: test accuracy {100 * accs[-1]:.1f}%")
+        out.append({"name": name, "family": point in bracket, "spec": point["spec"],
+                    "proxy_accuracy": point["accuracy"], "predicted_latency_ms": point["latency_ms"],
+                    "epochs": args.retrain_epochs, "seeds": list(range(args.retrain_seeds)),
+                    "test_accuracy_by_seed": accs, "test_accuracy": float(np.mean(accs)), "train_seconds": secs})
+    fam_rows = sorted((r for r in out if r["family"]), key=lambda r: r["predicted_latency_ms"])
+    for r in out:
+        if not r["family"] and fam_rows:
+            r["family_at_same_latency"] = interpolate(fam_rows, r["predicted_latency_ms"])
+            r["delta_vs_family"] = r["test_accuracy"] - r["family_at_same_latency"]
     return out
+
+
+def interpolate(rows: list[dict[str, Any]], latency_ms: float) -> float:
+    """Test accuracy of the family at `latency_ms`: linear between its members (sorted by latency), the
+    nearer end outside them."""
+    xs = [r["predicted_latency_ms"] for r in rows]
+    return float(np.interp(latency_ms, xs, [r["test_accuracy"] for r in rows]))
 
 
 # -- outputs ----------------------------------------------------------------------------------------------------
@@ -492,8 +521,11 @@ def markdown(doc: dict[str, Any]) -> str:
                      f"{pm(r['measured_over_predicted'], 1, '.3f')} | {pm(r['hv_latency'], 1, '.4f')} | "
                      f"{pm(r['hv_sram'], 1, '.4f')} | {r['violations']} | {r['family_dominated']} / "
                      f"{r['family_dominated_sram']} of {len(doc['family'])} | {shrink} |")
-    lines += ["", f"Channel scaling of the winner (widenings ranked by {s['scaling_rank']}), mean ± std over seeds; "
-              "extra proxy evaluations = scorings beyond the search's candidates:", "",
+    guard = s.get("scaling_max_drop")
+    guard_txt = "" if guard is None else (f", widening stopped once the proxy fell more than {100 * guard:g} points "
+                                          "below the best of the walk, whose widths are kept")
+    lines += ["", f"Channel scaling of the winner (widenings ranked by {s['scaling_rank']}{guard_txt}), mean ± std "
+              "over seeds; extra proxy evaluations = scorings beyond the search's candidates:", "",
               "| method | proxy acc. before → after (%) | pred. latency before → after (ms) | steps | "
               "extra proxy evaluations | widths |", "|---|---|---|---|---|---|"]
     for v, r in doc["methods"].items():
@@ -510,11 +542,17 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {f['width']} | {100 * f['accuracy']:.1f} | {f['latency_ms']:.3f} | "
                      f"{f['measured']['latency_ms']:.3f} | {f['peak_sram_bytes'] / 1024:.0f} |")
     if doc["retrain"]:
-        lines += ["", "Retrained from scratch (trained accuracy, held-out test split):", "",
-                  "| model | epochs | proxy acc. (%) | test acc. (%) | pred. latency (ms) |",
-                  "|---|---:|---:|---:|---:|"]
-        lines += [f"| {r['name']} | {r['epochs']} | {100 * r['proxy_accuracy']:.1f} | "
-                  f"{100 * r['test_accuracy']:.1f} | {r['predicted_latency_ms']:.3f} |" for r in doc["retrain"]]
+        lines += ["", "Retrained from scratch (trained accuracy on the held-out test split, mean over seeds; the "
+                  "family at the same predicted latency is linear between its two retrained members):", "",
+                  "| model | epochs | proxy acc. (%) | test acc. (%) (by seed) | pred. latency (ms) | "
+                  "family at same latency (%) | Δ (pt) |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in doc["retrain"]:
+            by_seed = ", ".join(f"{100 * a:.1f}" for a in r.get("test_accuracy_by_seed", [r["test_accuracy"]]))
+            fam_txt = (f"{100 * r['family_at_same_latency']:.1f} | {100 * r['delta_vs_family']:+.1f}"
+                       if "family_at_same_latency" in r else "— | —")
+            lines.append(f"| {r['name']} | {r['epochs']} | {100 * r['proxy_accuracy']:.1f} | "
+                         f"{100 * r['test_accuracy']:.1f} ({by_seed}) | {r['predicted_latency_ms']:.3f} | "
+                         f"{fam_txt} |")
     return "\n".join(lines) + "\n"
 
 
@@ -552,7 +590,12 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--latency-ms", type=float, default=None, help="an explicit budget instead of the quantile")
     ap.add_argument("--scaling-rank", choices=("proxy", "cost"), default="proxy",
                     help="rank channel-scaling widenings by supernet proxy (as `devicefit run`) or least latency")
+    ap.add_argument("--scaling-max-drop", type=float, default=None,
+                    help="with proxy ranking: stop widening once the proxy falls more than this (a fraction) below "
+                         "the best seen and keep the best widths of the walk, as `devicefit search` does "
+                         "(default: no guard, spend the budget)")
     ap.add_argument("--retrain-epochs", type=int, default=0, help="retrain the chosen models (0 = no)")
+    ap.add_argument("--retrain-seeds", type=int, default=1, help="training seeds per retrained model")
     ap.add_argument("--work-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -585,7 +628,7 @@ def shared_context(args: Any) -> tuple[dict[str, Any], tuple[Any, Any, Any], dic
     score = Scorer(net, data[0], data[1], bn_batches=args.bn_batches, batch_size=args.batch_size, eval_batch_size=64,
                    path=sn_dir / f"scores-bn{args.bn_batches}-val{len(data[1])}.jsonl", seed=0)
     ctx = {"space": space, "costs": costs, "work": work, "score": score, "latency_ms": latency_ms, "budget": budget,
-           "scaling_rank": args.scaling_rank, "supernet_tag": sn_dir.name,
+           "scaling_rank": args.scaling_rank, "scaling_max_drop": args.scaling_max_drop, "supernet_tag": sn_dir.name,
            "sram_ref": costs.peak_sram_bytes(costs.largest())}
     return ctx, data, {"latency_model": lm.to_dict(), "supernet": sn_info}
 
