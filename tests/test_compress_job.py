@@ -148,4 +148,5 @@ def test_latency_driven_prune_job_records_every_measured_round(source: Path, tmp
     m = run_compress_job(cfg)
     rounds = m["details"]["history"]
     assert m["details"]["reached"] is False and len(rounds) >= 2
+    assert m["details"]["stopped"] is None or "removes anything more" in m["details"]["stopped"]
     assert rounds[-1]["macs"] == m["after"]["macs"] < m["before"]["macs"]

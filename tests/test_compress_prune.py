@@ -3,6 +3,7 @@ fine-tune schedule, bad input, unstructured magnitude pruning's honest report, a
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from devicefit.compress import (
     sparse_storage_bytes,
     unsupported_modules,
 )
-from devicefit.core import ConfigError, UnsupportedOpError
+from devicefit.core import BudgetError, ConfigError, UnsupportedOpError
 from devicefit.models import MODELS, build, default_spec
 from devicefit.nn import analyze, export_onnx
 
@@ -201,3 +202,44 @@ def test_latency_prune_config_needs_exactly_one_goal() -> None:
     with pytest.raises(ConfigError, match="rounds"):
         LatencyPruneConfig(speedup=2.0, rounds=0)
     assert LatencyPruneConfig(speedup=2.0).goal == "2x speed-up"
+
+
+def test_each_round_keeps_the_smallest_candidate_that_makes_the_needed_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With channels rounded to groups of 4, a uniform step takes a group from every narrow layer however small
+    the ratio; the round therefore also prunes global candidates and keeps the one that removes the fewest MACs
+    while still making the MAC cut the remaining speed-up needs (or, if none makes it, the one that cuts most).
+    On the fake machine (latency ∝ MACs) the last round takes less than the smallest uniform step would."""
+    from devicefit.compress import _latency_prune
+
+    model, shape = _model("resnet8")
+    monkeypatch.setattr(_latency_prune, "measure_interleaved", _DriftingMachine(shape, [1.0, 0.7, 1.3]))
+    cfg = LatencyPruneConfig(speedup=2.0, max_steps=8, max_step_ratio=0.15, prune=PruneConfig(round_to=4))
+    net, record = prune_to_latency(model, shape, cfg)
+    hist = record["history"]
+    assert record["reached"] and len(hist) >= 3
+    for prev, h in itertools.pairwise(hist):
+        cands = h["candidates"]
+        assert {c["mode"] for c in cands} == {"uniform", "global"} and all(c["macs"] < prev["macs"] for c in cands)
+        enough = [c["macs"] for c in cands if prev["macs"] / c["macs"] >= h["needed_mac_cut"]]
+        assert h["macs"] == (max(enough) if enough else min(c["macs"] for c in cands))
+        assert {"mode": h["mode"], "ratio": h["ratio"], "macs": h["macs"]} in cands
+    assert h["needed_mac_cut"] == pytest.approx(2.0 / hist[-2]["speedup"])  # γ = 1 on this machine
+    uniform_last = min(c["macs"] for c in hist[-1]["candidates"] if c["mode"] == "uniform")
+    assert hist[-1]["macs"] > uniform_last  # a finer global step sufficed where the uniform one overshoots
+    assert record["speedup"] >= 2.0 and analyze(net, shape).macs == hist[-1]["macs"]
+
+
+def test_a_goal_beyond_what_pruning_can_remove_stops_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once every layer sits at `max_layer_ratio`, no candidate removes anything: the rounds stop early with
+    the reason recorded (reached False), and `strict` turns that into a BudgetError that says it."""
+    from devicefit.compress import _latency_prune
+
+    model, shape = _model("resnet8")
+    monkeypatch.setattr(_latency_prune, "measure_interleaved", _DriftingMachine(shape, [1.0]))
+    cfg = LatencyPruneConfig(speedup=50.0, max_steps=30, max_step_ratio=0.3,
+                             prune=PruneConfig(round_to=4, max_layer_ratio=0.5))
+    _, record = prune_to_latency(model, shape, cfg)
+    assert record["reached"] is False and len(record["history"]) < 31
+    assert "removes anything more" in record["stopped"] and "max_layer_ratio=0.5" in record["stopped"]
+    with pytest.raises(BudgetError, match=r"goal 50x speed-up on host-ort not reached .*removes anything more"):
+        prune_to_latency(model, shape, cfg, strict=True)

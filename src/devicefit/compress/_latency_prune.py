@@ -2,7 +2,15 @@
 latency goal, or at or over a speed-up against the unpruned model. Each step's ratio is steered by a cheap
 estimate (latency ∝ MACs ∝ width², so keeping a fraction sqrt(1 / remaining factor) of the channels) and every
 step is confirmed by measuring the pruned and the unpruned model side by side, in interleaved rounds: on a
-machine whose speed drifts, their paired ratio holds where an absolute figure taken minutes apart does not."""
+machine whose speed drifts, their paired ratio holds where an absolute figure taken minutes apart does not.
+
+Near the goal a uniform step is coarse: with channels rounded to multiples of `round_to`, even the smallest
+ratio takes a whole group from every narrow layer (on ResNet-20 with round_to=4, a 5% step removed 39% of the
+MACs when 1% was missing). So each round prunes candidates, uniform (at the steered ratio and half of it) and
+global (least important channels network-wide, from a quarter of it to twice it, at most `max_step_ratio`), and
+keeps the one that removes the fewest MACs while still making the MAC cut the remaining speed-up needs; that
+cut is estimated from the speed-up measured per MAC cut so far (latency ∝ MACs^γ, γ from the last
+measurement, 1 before any)."""
 
 from __future__ import annotations
 
@@ -16,7 +24,7 @@ from devicefit.core import BudgetError, ConfigError, check_int, check_positive, 
 from devicefit.hardware import measure_interleaved
 from devicefit.nn import analyze
 
-from ._prune import Finetune, PruneConfig, StructuredPruner
+from ._prune import Finetune, PruneConfig, StructuredPruner, _finetuned
 
 __all__ = ["LatencyPruneConfig", "prune_to_latency"]
 
@@ -82,29 +90,74 @@ def _remaining(h: dict[str, Any], cfg: LatencyPruneConfig) -> float:
     return float(cfg.speedup) / float(h["speedup"])
 
 
+def _needed_mac_cut(history: list[dict[str, Any]], left: float) -> float:
+    """The factor by which MACs must still fall for latency to fall by `left`: latency ∝ MACs^γ with γ from
+    the measured speed-up against the MACs removed so far (clipped to [0.3, 1.5]), 1 before the first cut."""
+    first, last = history[0], history[-1]
+    gamma = 1.0
+    if last["macs"] < first["macs"] and last["speedup"] > 1.0:
+        gamma = min(max(math.log(last["speedup"]) / math.log(first["macs"] / last["macs"]), 0.3), 1.5)
+    return float(left ** (1.0 / gamma))
+
+
+def _smallest_sufficient_step(net: nn.Module, input_shape: tuple[int, ...], cfg: LatencyPruneConfig, ratio: float,
+                              cut: float) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]]] | None:
+    """Prune `net` (not in place) uniformly at `ratio` and `ratio`/2 and globally at ratios from `ratio`/4 to
+    2·`ratio` (at most `max_step_ratio`); return the candidate that removes the fewest MACs while cutting them
+    by at least `cut` (if none does, the one that cuts most), its description and every candidate's (mode,
+    ratio, MACs); None when no candidate removes anything (every layer at its `max_layer_ratio` or rounding
+    floor)."""
+    macs0 = analyze(net, input_shape).macs
+    found: list[tuple[int, dict[str, Any], nn.Module]] = []
+    ladder = [("uniform", ratio), ("uniform", ratio / 2)] + [
+        ("global", r) for r in sorted({min(f * ratio, cfg.max_step_ratio) for f in (2.0, 1.5, 1.0, 0.5, 0.25)},
+                                      reverse=True)]
+    for mode, r in ladder:
+        pcfg = replace(cfg.prune, ratio=r, steps=1, global_ratio=mode == "global")
+        res = StructuredPruner(pcfg).fit(net, input_shape).result_
+        if res.macs_after < macs0:
+            found.append((res.macs_after, {"mode": mode, "ratio": r, "macs": res.macs_after}, res.model))
+    if not found:
+        return None
+    enough = [f for f in found if macs0 / f[0] >= cut]
+    _, chosen, model = max(enough, key=lambda f: f[0]) if enough else min(found, key=lambda f: f[0])
+    return model, chosen, [f[1] for f in found]
+
+
 def prune_to_latency(model: nn.Module, input_shape: tuple[int, ...], cfg: LatencyPruneConfig, *,
                      finetune: Finetune | None = None, strict: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Prune a copy of `model` round by round until the goal of `cfg` is measured on `cfg.target`.
 
     Returns (model, record): record holds every round's channel ratio, MACs, the pruned and unpruned
-    latency (medians of interleaved rounds) and their paired ratio (`speedup`). If `max_steps` rounds do not
-    reach the goal the last model is returned with `reached: False`, or, with `strict`, a `BudgetError` names
-    the goal and the best figure measured."""
-    net, history = model, [_round(0, 0.0, model, model, input_shape, cfg)]
+    latency (medians of interleaved rounds), their paired ratio (`speedup`), and each round's candidates and
+    the MAC cut it needed. If `max_steps` rounds do not reach the goal, or a round finds nothing left to remove
+    (`stopped` says why), the last model is returned with `reached: False`, or, with `strict`, a `BudgetError`
+    names the goal, the reason and the best figure measured."""
+    net, history, stopped = model, [_round(0, 0.0, model, model, input_shape, cfg)], None
     for step in range(1, cfg.max_steps + 1):
         left = _remaining(history[-1], cfg)
         if left <= 1.0:
             break
         ratio = min(max(1.0 - math.sqrt(1.0 / left), cfg.min_step_ratio), cfg.max_step_ratio)
-        pcfg = replace(cfg.prune, ratio=ratio, steps=1)
-        net = StructuredPruner(pcfg).fit(net, input_shape, finetune=finetune).result_.model
-        history.append(_round(step, ratio, model, net, input_shape, cfg))
+        cut = _needed_mac_cut(history, left)
+        step_result = _smallest_sufficient_step(net, input_shape, cfg, ratio, cut)
+        if step_result is None:
+            stopped = (f"round {step}: no candidate up to ratio {min(2 * ratio, cfg.max_step_ratio):.3g} removes "
+                       f"anything more (round_to={cfg.prune.round_to}, max_layer_ratio="
+                       f"{cfg.prune.max_layer_ratio})")
+            break
+        net, chosen, candidates = step_result
+        if finetune is not None:
+            net = _finetuned(finetune, net)
+        history.append(_round(step, chosen["ratio"], model, net, input_shape, cfg)
+                       | {"mode": chosen["mode"], "needed_mac_cut": cut, "candidates": candidates})
     last = history[-1]
     reached = _remaining(last, cfg) <= 1.0
     if strict and not reached:
-        raise BudgetError(f"goal {cfg.goal} on {cfg.target} not reached in {cfg.max_steps} rounds: last measured "
+        raise BudgetError(f"goal {cfg.goal} on {cfg.target} not reached "
+                          f"{'(' + stopped + ')' if stopped else f'in {cfg.max_steps} rounds'}: last measured "
                           f"{last['latency_ms']:.4g} ms, {last['speedup']:.3g}x the unpruned model")
     return net, {"goal_latency_ms": cfg.latency_ms, "goal_speedup": cfg.speedup, "target": cfg.target,
-                 "reached": reached, "speedup": last["speedup"], "history": history,
+                 "reached": reached, "speedup": last["speedup"], "history": history, "stopped": stopped,
                  "method": f"each round: pruned and unpruned timed in {cfg.rounds} interleaved rounds x "
                            f"{cfg.repeats} runs, {cfg.threads} thread(s), batch 1"}
