@@ -405,9 +405,8 @@ def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[A
     for name, point in picks:
         if point is None:
             continue
-        accs, secs = [], 0.0
+        accs, secs, spec = [], 0.0, ArchSpec.from_dict(point["spec"])
         for seed in range(args.retrain_seeds):
-            spec = ArchSpec.from_dict(point["spec"])
             cfg = dataclasses.replace(recipe(args, args.retrain_epochs), seed=seed)
             torch.manual_seed(seed)
             model = ctx["space"].build(spec, num_classes=10, input_shape=SHAPE)

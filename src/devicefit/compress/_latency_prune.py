@@ -100,14 +100,16 @@ def _needed_mac_cut(history: list[dict[str, Any]], left: float) -> float:
     return float(left ** (1.0 / gamma))
 
 
-def _smallest_sufficient_step(net: nn.Module, input_shape: tuple[int, ...], cfg: LatencyPruneConfig, ratio: float,
-                              cut: float) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]]] | None:
-    """Prune `net` (not in place) uniformly at `ratio` and `ratio`/2 and globally at ratios from `ratio`/4 to
-    2·`ratio` (at most `max_step_ratio`); return the candidate that removes the fewest MACs while cutting them
-    by at least `cut` (if none does, the one that cuts most), its description and every candidate's (mode,
-    ratio, MACs); None when no candidate removes anything (every layer at its `max_layer_ratio` or rounding
-    floor)."""
-    macs0 = analyze(net, input_shape).macs
+_Step = tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]
+
+
+def _smallest_sufficient_step(net: nn.Module, macs0: int, input_shape: tuple[int, ...], cfg: LatencyPruneConfig,
+                              ratio: float, cut: float) -> _Step | None:
+    """Prune `net` (`macs0` MACs; not in place) uniformly at `ratio` and `ratio`/2 and globally at ratios from
+    `ratio`/4 to 2·`ratio` (at most `max_step_ratio`); return the candidate that removes the fewest MACs while
+    cutting them by at least `cut` (if none does, the one that cuts most), its description and every
+    candidate's (mode, ratio, MACs); None when no candidate removes anything (every layer at its
+    `max_layer_ratio` or rounding floor)."""
     found: list[tuple[int, dict[str, Any], nn.Module]] = []
     ladder = [("uniform", ratio), ("uniform", ratio / 2)] + [
         ("global", r) for r in sorted({min(f * ratio, cfg.max_step_ratio) for f in (2.0, 1.5, 1.0, 0.5, 0.25)},
@@ -140,7 +142,7 @@ def prune_to_latency(model: nn.Module, input_shape: tuple[int, ...], cfg: Latenc
             break
         ratio = min(max(1.0 - math.sqrt(1.0 / left), cfg.min_step_ratio), cfg.max_step_ratio)
         cut = _needed_mac_cut(history, left)
-        step_result = _smallest_sufficient_step(net, input_shape, cfg, ratio, cut)
+        step_result = _smallest_sufficient_step(net, history[-1]["macs"], input_shape, cfg, ratio, cut)
         if step_result is None:
             stopped = (f"round {step}: no candidate up to ratio {min(2 * ratio, cfg.max_step_ratio):.3g} removes "
                        f"anything more (round_to={cfg.prune.round_to}, max_layer_ratio="
