@@ -180,10 +180,10 @@ def _measured_latency_model(path: Path, space: Any, target: Any, precision: str,
         if spec.to_json() not in done:
             measure(spec, 1, f"sample {i + 1}/{n}")
     while True:  # until no single-session sample is an outlier; each sample is re-measured at most once
-        lm = fit_latency_model(target.name, precision, [done[s.to_json()] for s in specs])
-        outliers = [s for s in specs if done[s.to_json()].get("sessions", 1) == 1
-                    and abs(lm.predict(done[s.to_json()]["macs"], done[s.to_json()]["params"])
-                            / done[s.to_json()]["latency_ms"] - 1) > 0.3]
+        rows = [(s, done[s.to_json()]) for s in specs]
+        lm = fit_latency_model(target.name, precision, [r for _, r in rows])
+        outliers = [s for s, r in rows if r.get("sessions", 1) == 1
+                    and abs(lm.predict(r["macs"], r["params"]) / r["latency_ms"] - 1) > 0.3]
         if not outliers:
             return lm
         for s in outliers:
