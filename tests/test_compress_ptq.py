@@ -155,6 +155,20 @@ def test_qdq_model_runs_every_conv_in_int8(quantized: tuple[Path, Path, PostTrai
     assert not FLOAT_COMPUTE_OPS & set(ops), ops
 
 
+def test_a_conv_that_writes_the_graph_output_runs_in_int8_and_keeps_the_output_name(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1)).eval()
+    x = _calib()
+    fp32 = export_onnx(model, SHAPE, tmp_path / "fp32.onnx", dynamic_batch=True)
+    int8 = PostTrainingQuantizer(PTQConfig()).calibrate(model, x, SHAPE).save(tmp_path / "int8.onnx")
+    ops = runtime_op_counts(int8)
+    assert ops.get("QLinearConv", 0) == 2 and not FLOAT_COMPUTE_OPS & set(ops), ops
+    assert [o.name for o in onnx.load(str(int8)).graph.output] == [o.name for o in onnx.load(str(fp32)).graph.output]
+    ref = model(x).detach().numpy()
+    out = _session(int8).run(None, {"input": x.numpy()})[0]
+    assert out.shape == ref.shape and np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
+
+
 def test_qdq_weights_are_int8_per_channel_and_file_is_about_4x_smaller(
         quantized: tuple[Path, Path, PostTrainingQuantizer]) -> None:
     fp32, int8, _ = quantized

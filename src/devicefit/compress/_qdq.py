@@ -75,7 +75,10 @@ def fuse_activations(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def quantizable_tensors(model: onnx.ModelProto) -> list[str]:
     """Float activation tensors that get a QuantizeLinear/DequantizeLinear pair: the inputs and outputs of
-    every node in `QUANT_NODE_TYPES` (graph outputs and initializers excluded), in graph order."""
+    every node in `QUANT_NODE_TYPES`, in graph order. Initializers are excluded, and so are graph outputs,
+    except a Conv's: ONNX Runtime fuses a Conv into QLinearConv only when a QuantizeLinear follows it (a
+    Gemm/MatMul writing a float output still runs in int8), so an unquantized last Conv would run in fp32 on
+    weights dequantized at every run."""
     g = model.graph
     inits = {i.name for i in g.initializer}
     outputs = {o.name for o in g.output}
@@ -85,7 +88,7 @@ def quantizable_tensors(model: onnx.ModelProto) -> list[str]:
             continue
         names = list(n.input[:1]) if n.op_type in _WEIGHTED else list(n.input)
         for name in [*names, *n.output]:
-            if name and name not in inits and name not in outputs:
+            if name and name not in inits and (name not in outputs or (n.op_type == "Conv" and name in n.output)):
                 seen.setdefault(name, None)
     return list(seen)
 
@@ -206,12 +209,25 @@ def write_qdq(model: onnx.ModelProto, ranges: Mapping[str, tuple[float, float]],
 
 def _insert_activation_qdq(w: _Writer, names: list[str], ranges: Mapping[str, tuple[float, float]]) -> None:
     consumers = _consumers(w.g)
+    outputs = {o.name for o in w.g.output}
     for name in names:
         dq = w.quantize_activation(name, *ranges[name], position=0)
         for node in consumers.get(name, []):
             for i, inp in enumerate(node.input):
                 if inp == name:
                     node.input[i] = dq
+        if name in outputs:  # a graph output keeps its name: the producer writes `<name>_float`, Q/DQ follow
+            _rename_tensor(w, name, f"{name}_float", dq)
+
+
+def _rename_tensor(w: _Writer, name: str, new: str, dq: str) -> None:
+    """Graph output `name` (Q/DQ already inserted): its producer and QuantizeLinear use `new`, and the
+    DequantizeLinear writes `name` (instead of `dq`), so the model's output names stay as they were."""
+    for node in w.g.node:
+        node.output[:] = [new if o == name else o for o in node.output]
+    for _, node in w.new_nodes:
+        node.input[:] = [new if i == name else i for i in node.input]
+        node.output[:] = [name if o == dq else o for o in node.output]
 
 
 def _insert_weight_qdq(w: _Writer) -> None:
