@@ -150,3 +150,6 @@ def test_latency_driven_prune_job_records_every_measured_round(source: Path, tmp
     assert m["details"]["reached"] is False and len(rounds) >= 2
     assert m["details"]["stopped"] is None or "removes anything more" in m["details"]["stopped"]
     assert rounds[-1]["macs"] == m["after"]["macs"] < m["before"]["macs"]
+    # the job's timing settings reach every round, not only the before/after timing
+    assert m["details"]["method"].startswith("each round: pruned and unpruned timed in 1 interleaved rounds x 5 runs")
+    assert all(len(ms) == 1 for r in rounds for ms in r["rounds_ms"].values())

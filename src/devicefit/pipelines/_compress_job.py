@@ -68,7 +68,8 @@ class CompressJobConfig:
         in `run_dir/pruned.pt`, so a killed job resumes there instead of pruning again.
     student: for "distill", the zoo model to train (name "" → the source's family with `params` overrides).
     n_calibration: train images for int8 calibration; latency_repeats/latency_rounds: timing of before/after,
-        interleaved on `target`. run_dir: the new folder (required; never the source).
+        interleaved on `target`, and of every latency-driven pruning round (at least 3 repeats).
+        run_dir: the new folder (required; never the source).
     """
 
     source: str = ""
@@ -298,7 +299,8 @@ def _prune(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
         finetune = _finetune_fn(ctx, teacher)
         if cfg.latency_ms is not None or cfg.speedup is not None:
             lcfg = C.LatencyPruneConfig(latency_ms=cfg.latency_ms, speedup=cfg.speedup, target=cfg.target,
-                                        max_step_ratio=cfg.max_step_ratio, prune=cfg.prune)
+                                        max_step_ratio=cfg.max_step_ratio, prune=cfg.prune,
+                                        rounds=cfg.latency_rounds, repeats=max(3, cfg.latency_repeats))
             net, details = C.prune_to_latency(ctx.src.model, shape, lcfg, finetune=finetune)
         else:
             res = C.StructuredPruner(cfg.prune).fit(ctx.src.model, shape, finetune=finetune).result_
