@@ -366,10 +366,18 @@ def retime(path: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     moment than the one the accuracy work ran in. Accuracy, sizes and MACs are kept."""
     result = read_json(path)
     result.update(rounds=args.rounds, repeats=args.repeats, retimed_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    here = machine_info()
+    if here["cpu_model"] != result["machine"].get("cpu_model") or here["cpu_flags"] != result["machine"].get(
+            "cpu_flags"):  # another machine: keep both descriptions, report the one that timed
+        result.update(machine_at_run=result["machine"], machine=here)
     for m in result["models"]:
         time_rows(m["rows"], work, args)
     if result.get("kernel_ceiling"):
-        time_ceiling(result["kernel_ceiling"], work, args)
+        kept = [r for r in result["kernel_ceiling"] if (work / f"ceiling{r['width']}-int8.onnx").exists()]
+        if len(kept) < len(result["kernel_ceiling"]):
+            print(f"  kernel ceiling: {len(result['kernel_ceiling']) - len(kept)} width(s) not in {work}, left out")
+        result["kernel_ceiling"] = kept
+        time_ceiling(kept, work, args)
     return result
 
 
@@ -413,7 +421,11 @@ def markdown(result: dict[str, Any]) -> str:
              f"of {result['repeats']} timed runs after 10 warm-ups (p10/p90 over the round medians). "
              f"Accuracy: ONNX Runtime on the test split; calibration: train images only."
              + (f" Latencies re-timed at {result['retimed_at']} (a quiet moment), accuracies from the run."
-                if result.get("retimed_at") else ""), ""]
+                if result.get("retimed_at") else "")
+             + (f" The ONNX files were made, and their accuracies measured, on another machine "
+                f"({result['machine_at_run'].get('cpu_model', '?')}, flags "
+                f"{result['machine_at_run'].get('cpu_flags')}); only the latencies are this machine's."
+                if result.get("machine_at_run") else ""), ""]
     for m in result["models"]:
         lines += [f"## {m['run']} ({m['n_test']} test images: {m['test_source']}; {m['n_calibration']} "
                   "calibration images)", "", *onnx_table(m), ""]
@@ -446,7 +458,7 @@ def markdown(result: dict[str, Any]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None, help="full CIFAR-10 copy (default: the bundled subset)")
-    p.add_argument("--runs", nargs="+", default=list(RUNS))
+    p.add_argument("--runs", nargs="*", default=list(RUNS), help="trained runs (none: e.g. only the ceiling)")
     p.add_argument("--quick", action="store_true", help="smoke run: small test/calibration/fine-tune sets")
     p.add_argument("--n-test", type=int, default=0, help="limit the test images (0 = all)")
     p.add_argument("--n-calib", type=int, default=512)
@@ -482,6 +494,9 @@ def main() -> None:
     p.add_argument("--retime", action="store_true",
                    help="only re-time the files a finished run kept in --work-dir and rewrite its results")
     p.add_argument("--name", default="", help="results file stem (default compression[-quick])")
+    p.add_argument("--retime-as", default="",
+                   help="with --retime: write the re-timed results under this stem instead of --name's (e.g. the "
+                        "same files timed on another CPU)")
     args = p.parse_args()
     if args.quick:
         args.n_test, args.n_calib, args.n_finetune = args.n_test or 500, 128, args.n_finetune or 1000
@@ -493,6 +508,7 @@ def main() -> None:
         if not args.work_dir:
             p.error("--retime needs --work-dir: the folder the run kept its ONNX files in")
         result = retime(RESULTS / f"{stem}.json", Path(args.work_dir), args)
+        stem = args.retime_as or stem
     else:
         with contextlib.ExitStack() as stack:
             work = (Path(args.work_dir) if args.work_dir else
