@@ -169,6 +169,29 @@ def test_a_conv_that_writes_the_graph_output_runs_in_int8_and_keeps_the_output_n
     assert out.shape == ref.shape and np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
 
 
+class _TwoHeads(nn.Module):
+    """The first Conv's output is a graph output and also feeds the second Conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.a(x)
+        return y, self.b(torch.relu(y))
+
+
+def test_a_graph_output_that_another_conv_reads_stays_connected(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, x = _TwoHeads().eval(), _calib()
+    int8 = PostTrainingQuantizer(PTQConfig()).calibrate(model, x, SHAPE).save(tmp_path / "int8.onnx")
+    ops = runtime_op_counts(int8)
+    assert ops.get("QLinearConv", 0) == 2 and not FLOAT_COMPUTE_OPS & set(ops), ops
+    outs = _session(int8).run(None, {"input": x.numpy()})
+    for out, ref in zip(outs, (t.detach().numpy() for t in model(x)), strict=True):
+        assert out.shape == ref.shape and np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
+
+
 def test_qdq_weights_are_int8_per_channel_and_file_is_about_4x_smaller(
         quantized: tuple[Path, Path, PostTrainingQuantizer]) -> None:
     fp32, int8, _ = quantized

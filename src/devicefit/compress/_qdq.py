@@ -222,9 +222,11 @@ def _insert_activation_qdq(w: _Writer, names: list[str], ranges: Mapping[str, tu
 
 def _rename_tensor(w: _Writer, name: str, new: str, dq: str) -> None:
     """Graph output `name` (Q/DQ already inserted): its producer and QuantizeLinear use `new`, and the
-    DequantizeLinear writes `name` (instead of `dq`), so the model's output names stay as they were."""
+    DequantizeLinear writes `name` (instead of `dq`), so the model's output names stay as they were; nodes
+    that also read the tensor read that dequantized `name`."""
     for node in w.g.node:
         node.output[:] = [new if o == name else o for o in node.output]
+        node.input[:] = [name if i == dq else i for i in node.input]
     for _, node in w.new_nodes:
         node.input[:] = [new if i == name else i for i in node.input]
         node.output[:] = [name if o == dq else o for o in node.output]
