@@ -468,7 +468,8 @@ def main() -> None:
     p.add_argument("--prune-speedup", type=float, default=2.2,
                    help="latency-driven pruning goal: fp32 latency / this (0 = skip that row)")
     p.add_argument("--round-to", type=int, default=8,
-                   help="latency-driven pruning keeps channel counts in multiples of this (4 suits 16-channel nets)")
+                   help="latency-driven pruning keeps channel counts in multiples of this (8: ONNX Runtime "
+                        "on AVX2 runs other counts as slowly as the next multiple of 8; see channel_multiple.py)")
     p.add_argument("--finetune-epochs", type=int, default=5)
     p.add_argument("--finetune-lr", type=float, default=0.01, help="fine-tune learning rate (cosine decay)")
     p.add_argument("--round-epochs", type=int, default=1,

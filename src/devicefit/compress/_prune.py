@@ -69,7 +69,9 @@ class PruneConfig:
     ratio: fraction of prunable channels removed, in (0, 1). global_ratio: rank channels across layers
         (one threshold) instead of removing `ratio` of each layer. max_layer_ratio: no layer loses more.
     importance: a name in `IMPORTANCES` ("l1", "l2", "bn_scale", "taylor" — the last needs a labelled batch).
-    round_to: kept channel counts are multiples of this (int8 kernels like multiples of 4 or 8).
+    round_to: kept channel counts are multiples of this. ONNX Runtime's fp32 convolutions on AVX2 run a count
+        that is not a multiple of 8 about as slowly as the next multiple, or more slowly (measured by
+        `benchmarks/channel_multiple.py`); AVX-512 blocks by 16.
     steps: the ratio is reached in this many equal steps, with `finetune` after each when given.
     on_unsupported: "error" raises `UnsupportedOpError` naming a module whose channels the dependency graph
         cannot follow (a constant-index gather such as ShuffleNet's channel shuffle); "skip" leaves that
