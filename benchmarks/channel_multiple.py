@@ -6,7 +6,7 @@ Structured pruning rounds channel counts to a multiple (`PruneConfig.round_to`) 
 can cost more than the channels it removed. This script measures that staircase on the machine it runs on:
 every width is timed in the same interleaved rounds (`measure_interleaved`), so drift does not tilt the curve.
 
-    python benchmarks/channel_multiple.py                       # C = 8 … 40 at 32×32 and 16×16 (~2 min)
+    python benchmarks/channel_multiple.py                       # C = 8 … 40 at 32×32 and 16×16 (~30 s)
     python benchmarks/channel_multiple.py --channels 8 72 --sizes 16
 
 Writes benchmarks/results/<name>.{json,md} atomically, with the machine (CPU model and flags) it ran on.
@@ -30,8 +30,6 @@ from devicefit.hardware import measure_interleaved
 from devicefit.nn import export_onnx
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
 LAYERS = 3
 
 
@@ -57,7 +55,6 @@ def sweep(channels: list[int], size: int, rounds: int, repeats: int, tmp: Path) 
         rows.append({"channels": c, "size": size, "macs": macs, "median_ms": ms,
                      "p10_ms": float(np.percentile(r, 10)), "p90_ms": float(np.percentile(r, 90)),
                      "ns_per_mac": 1e6 * ms / macs})
-    # a width is "dearer than a wider one" when some larger count in the sweep runs faster
     for i, row in enumerate(rows):
         row["slower_than_a_wider_width"] = any(o["median_ms"] < row["median_ms"] for o in rows[i + 1:])
     return rows

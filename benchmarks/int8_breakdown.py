@@ -6,8 +6,8 @@ files (an fp32 model and its int8 QDQ version) it profiles both with ONNX Runtim
 optimisations, 1 thread, batch 1) and sums the per-kernel medians by op type (`QLinearConv`, `QuantizeLinear`,
 `Conv`, ...). The gap between the end-to-end median and the summed kernels is the framework's per-run overhead.
 
-    python benchmarks/int8_breakdown.py --pair resnet8=/tmp/cb/work-r8/resnet8-cifar10-full-fp32.onnx,\
-/tmp/cb/work-r8/resnet8-cifar10-full-1.onnx --name int8-breakdown
+    python benchmarks/int8_breakdown.py --pair resnet8=WORK/resnet8-cifar10-full-fp32.onnx,\
+WORK/resnet8-cifar10-full-1.onnx --name int8-breakdown    # WORK: compression.py's --work-dir
 
 Writes benchmarks/results/<name>.{json,md} atomically, with the machine (CPU model and flags) it ran on.
 """
