@@ -125,6 +125,41 @@ def test_cli_lightnas_lands_records_and_refuses_bad_targets(tmp_path: Path,
     assert again["result"] == res["result"]  # the finished record is reused, not searched again
 
 
+def test_cli_lightnas_lands_on_a_ratio_to_a_reference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """LightNAS with a relative target ("0.8 × the space's k3_e6 network"): the record holds the reference in the
+    table's units, every side-by-side timing, and the result's paired ratio, with measured/T = ratio / target;
+    a ratio outside the table's range, a ratio without a reference and a bad reference are clear errors."""
+    from devicefit.core import read_json
+    from devicefit.search import LatencyTable
+
+    out, work = tmp_path / "ratio.json", tmp_path / "work"
+    args = [*LIGHTNAS, "--reference", "k3_e6@0.5", "--out", str(out), "--work-dir", str(work)]
+    assert main([*args, "--latency-ratio", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "latency_ratio 0.01 is below the smallest network of mbconv at width 0.5 on host-ort:" in err
+    assert "x k3_e6@0.5 by the latency table" in err
+    assert main([*LIGHTNAS, "--latency-ratio", "0.8", "--out", str(out)]) == 2
+    assert "latency_ratio and reference go together" in capsys.readouterr().err
+    assert main([*args[:-4], "--reference", "k3_e6@2", "--latency-ratio", "0.8", "--out", str(out),
+                 "--work-dir", str(work)]) == 2
+    assert "expected an .onnx file or 'op@width'" in capsys.readouterr().err
+    assert not out.exists()
+
+    res = run_json(capsys, *args, "--latency-ratio", "0.8")
+    r, record = res["result"], read_json(out)
+    assert r["measured_over_target"] == pytest.approx(r["measured_ratio"] / 0.8)
+    assert r["measured_ratio"] == pytest.approx(record["table"]["reference_timings"][-1]["ratio"])
+    assert r["measured_ms"] > 0 and r["reference_measured_ms"] > 0
+    t = record["table"]
+    assert t["reference"] == "k3_e6@0.5" and r["target"] == pytest.approx(0.8 * t["reference_ms"])
+    lo, hi = LatencyTable.load(next(work.glob("latency_table-*.json"))).range_ms()
+    assert lo <= r["target"] <= hi
+    phases = [m["phase"] for m in t["reference_timings"]]
+    assert phases[0] == "calibrate" and phases.count("ratio") == len(r["measurements"]) + 1  # closing + result
+    assert all(m["measured"] == pytest.approx(tm["ratio"] * t["reference_ms"])
+               for m, tm in zip(r["measurements"], t["reference_timings"][1:], strict=False))
+
+
 def test_cli_lightnas_lands_on_a_peak_sram_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """LightNAS with peak SRAM as the constrained quantity: targets outside the space's achievable peaks and a
     doubled target are clear errors; a target at an achievable peak gives a network whose analyzed peak is
@@ -144,7 +179,8 @@ def test_cli_lightnas_lands_on_a_peak_sram_target(tmp_path: Path, capsys: pytest
     assert main([*args, "--peak-sram-kib", str(hi / 1024 * 2)]) == 2
     assert "every network meets it" in capsys.readouterr().err
     assert main([*args, "--peak-sram-kib", "64", "--latency-ms", "1"]) == 2
-    assert "give exactly one target: latency_ms or peak_sram_kib" in capsys.readouterr().err
+    assert "give exactly one target: latency_ms, latency_ratio (with reference) or peak_sram_kib" in \
+        capsys.readouterr().err
     assert main(["search", "--space", "mbconv", "--target", "host-ort", "--method", "random"]) == 2
     assert "--latency-ms is required for --method random" in capsys.readouterr().err
     assert not out.exists() and not list(work.glob("latency_table-*"))  # no table timed for a peak target

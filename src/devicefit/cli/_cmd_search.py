@@ -31,7 +31,7 @@ class SearchCommand:
                                  "a host target (host-ort)")
         parser.add_argument("--latency-ms", type=float,
                             help="latency budget (lightnas: target) in ms; required but for lightnas with "
-                                 "--peak-sram-kib")
+                                 "--latency-ratio/--reference or --peak-sram-kib")
         parser.add_argument("--method", default="hsconas",
                             help="hsconas | evolution | random | lightnas (default hsconas)")
         parser.add_argument("--n-trials", type=int, default=100, help="evaluated architectures (default 100)")
@@ -73,6 +73,12 @@ class SearchCommand:
                        help="networks timed for the latency table (default 60; reused once fitted)")
         g.add_argument("--peak-sram-kib", type=float,
                        help="land on this int8 peak activation memory (KiB, exact analytic) instead of a latency")
+        g.add_argument("--latency-ratio", type=float,
+                       help="land on this multiple of --reference's latency, timed side by side on the target "
+                            "(drift-proof on a shared machine; instead of --latency-ms)")
+        g.add_argument("--reference",
+                       help="the network --latency-ratio refers to: 'op@width' (the space's network with that op in "
+                            "every layer, e.g. k3_e6@0.75 = its MobileNetV2 layout at width 0.75) or an .onnx file")
         g.add_argument("--no-anchor", action="store_true",
                        help="trust the latency table alone (default: the search measures its architecture)")
 
@@ -84,7 +90,7 @@ class SearchCommand:
             return _lightnas(args, out)
         if args.latency_ms is None:
             raise ConfigError(f"--latency-ms is required for --method {args.method} (only lightnas can take "
-                              "--peak-sram-kib instead)")
+                              "--latency-ratio with --reference, or --peak-sram-kib, instead)")
         args.space = args.space or "nb201"
         if not isinstance(get_space(args.space), TabularSpace):
             return _supernet(args, out)
@@ -110,6 +116,7 @@ def _lightnas(args: argparse.Namespace, out: Output) -> int:
 
     path = Path(args.out)
     cfg = LightNASJobConfig(latency_ms=args.latency_ms, peak_sram_kib=args.peak_sram_kib,
+                            latency_ratio=args.latency_ratio, reference=args.reference,
                             work_dir=args.work_dir or str(path.with_suffix("")) + "-work",
                             space=args.space or "mbconv", target=args.target, data=args.data,
                             data_dir=args.data_dir, width=args.width, n_train=args.n_train,
@@ -125,10 +132,15 @@ def _lightnas(args: argparse.Namespace, out: Output) -> int:
     else:
         record = run_lightnas_job(cfg, path, log=out.say)
     r = record["result"]
-    got = (f"peak SRAM {r['analyzed_peak_bytes'] / 1024:.4g} KiB for a {cfg.peak_sram_kib:g} KiB target (analyzed/T "
-           f"{r['analyzed_over_target']:.3f})" if cfg.peak_sram_kib is not None else
-           f"measured {r['measured_ms']:.4g} ms for a {cfg.latency_ms:g} ms target (measured/T "
-           f"{r['measured_over_target']:.3f})")
+    if cfg.peak_sram_kib is not None:
+        got = (f"peak SRAM {r['analyzed_peak_bytes'] / 1024:.4g} KiB for a {cfg.peak_sram_kib:g} KiB target "
+               f"(analyzed/T {r['analyzed_over_target']:.3f})")
+    elif cfg.latency_ratio is not None:
+        got = (f"measured {r['measured_ratio']:.4g} x {cfg.reference} side by side for a {cfg.latency_ratio:g} x "
+               f"target (measured/T {r['measured_over_target']:.3f})")
+    else:
+        got = (f"measured {r['measured_ms']:.4g} ms for a {cfg.latency_ms:g} ms target (measured/T "
+               f"{r['measured_over_target']:.3f})")
     out.say(f"searched: {' '.join(r['spec']['params']['ops'])} at widths {r['spec']['params']['widths'][0]:g}; "
             f"{got}; record in {path}")
     out.set_result(**{k: v for k, v in record.items() if k != "evaluated"}, out=str(path))

@@ -15,6 +15,13 @@ Steps (work folder `work_dir`):
    the end of the search, benchmarks/results/nas_lightnas_real-anchored.md), hence off by default);
 4. the searched network, extracted from the supernet with its shared weights (`model.pt`, `spec.json`), is
    timed on the target (median of `verify_rounds` timings) and compared with the target.
+With `latency_ratio` and `reference` instead of `latency_ms`, the target is relative and checked side by side,
+so the machine's drift cancels (`search.ReferenceLatency`): "land at `latency_ratio` × the reference's latency
+on `target`". The reference ("op@width", the space's network with that op everywhere at that width, e.g.
+"k3_e6@0.75"; or an .onnx file) is expressed once in the table's units R by timing it beside a few of the
+table's calibration networks; T = ratio · R steers the search; the closing loop times each candidate beside
+the reference (measured = paired ratio · R); the result is verified by its paired ratio to the reference, and
+measured/T = paired ratio / `latency_ratio`.
 With `peak_sram_kib` instead of `latency_ms`, the constrained quantity is the int8 peak activation memory (what
 a microcontroller's arena holds): the cost is `space._mbconv_cost.mbconv_peak_table`, exact per layer, so there
 is no table to time and no anchoring; the target is checked against the space's smallest and largest peak, and
@@ -54,8 +61,10 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class LightNASJobConfig:
-    """`latency_ms` the target T on `target` (a host target the latency table can time, e.g. "host-ort"), or
-    `peak_sram_kib` (exactly one of the two) a peak-SRAM target in KiB (int8 activations, analytic and exact);
+    """The target, exactly one of: `latency_ms` T on `target` (a host target the latency table can time, e.g.
+    "host-ort"); `latency_ratio` (> 0) × the latency of `reference` ("op@width" or an .onnx file) on `target`,
+    checked side by side in `pair_rounds` interleaved rounds; or `peak_sram_kib` a peak-SRAM target in KiB
+    (int8 activations, analytic and exact);
     `space` a registered MBConv space ("mbconv" for 32×32 images, "mbconv_kws" for audio features) searched at
     stage width `width`; `data` a dataset name (`data_dir`: its full copy, None = the bundled subset),
     `n_train` training images (0 = all; the validation split for architecture steps is `val_fraction` of the
@@ -84,13 +93,25 @@ class LightNASJobConfig:
     threads: int = 1
     seed: int = 0
     peak_sram_kib: float | None = None
+    latency_ratio: float | None = None
+    reference: str | None = None
+    pair_rounds: int = 7
 
     def __post_init__(self) -> None:
-        if (self.latency_ms is None) == (self.peak_sram_kib is None):
-            raise ConfigError(f"give exactly one target: latency_ms or peak_sram_kib (got latency_ms="
-                              f"{self.latency_ms!r}, peak_sram_kib={self.peak_sram_kib!r})")
-        check_positive("latency_ms" if self.latency_ms is not None else "peak_sram_kib",
-                       self.latency_ms if self.latency_ms is not None else self.peak_sram_kib)
+        given = {k: getattr(self, k) for k in ("latency_ms", "latency_ratio", "peak_sram_kib")}
+        if sum(v is not None for v in given.values()) != 1:
+            raise ConfigError("give exactly one target: latency_ms, latency_ratio (with reference) or peak_sram_kib "
+                              f"(got {', '.join(f'{k}={v!r}' for k, v in given.items())})")
+        for k, v in given.items():
+            if v is not None:
+                check_positive(k, v)
+        if (self.latency_ratio is None) != (self.reference is None):
+            raise ConfigError(f"latency_ratio and reference go together: the ratio is to the reference's latency "
+                              f"(got latency_ratio={self.latency_ratio!r}, reference={self.reference!r})")
+        if self.reference is not None and (not isinstance(self.reference, str) or not self.reference):
+            raise ConfigError(f"reference must be 'op@width' (e.g. 'k3_e6@0.75') or an .onnx path, got "
+                              f"{self.reference!r}")
+        check_int("pair_rounds", self.pair_rounds, 3)
         check_positive("width", self.width)
         for name in ("warmup_epochs", "n_train", "measure_every", "seed"):
             check_int(name, getattr(self, name))
@@ -126,6 +147,33 @@ def _check_target(cfg: LightNASJobConfig, lo: float, hi: float) -> None:
         raise ConfigError(f"latency_ms {cfg.latency_ms:g} is above the largest network of {cfg.space} at width "
                           f"{cfg.width:g} on {cfg.target} ({hi:.4g} ms by the latency table): every network "
                           "meets it; raise width to search a larger space")
+
+
+def _reference(cfg: LightNASJobConfig, space: Any, table: Any, work: Path, log: Log) -> tuple[Any, float]:
+    """The calibrated `ReferenceLatency` of `cfg.reference` and T = latency_ratio · R (table units), checked
+    against the table's range: below its cheapest network → BudgetError naming the smallest achievable ratio;
+    above its dearest → ConfigError."""
+    from devicefit.search import ReferenceLatency, parse_reference
+
+    assert cfg.reference is not None and cfg.latency_ratio is not None
+    ref = parse_reference(space, cfg.reference)
+    path = table.export(ref, work / f"reference-{ref.spec_id[:8]}.onnx") if isinstance(ref, ArchSpec) else ref
+    timer = ReferenceLatency(table, path, rounds=cfg.pair_rounds, seed=cfg.seed)
+    log(f"reference {cfg.reference}: timing it beside {timer.n_calibration} of the table's networks")
+    r_ms = timer.calibrate()
+    lo, hi = table.range_ms()
+    where = f"{cfg.space} at width {cfg.width:g} on {cfg.target}"
+    if cfg.latency_ratio * r_ms < lo:
+        raise BudgetError(f"latency_ratio {cfg.latency_ratio:g} is below the smallest network of {where}: "
+                          f"{lo / r_ms:.3g} x {cfg.reference} by the latency table; raise latency_ratio or lower width")
+    if cfg.latency_ratio * r_ms > hi:
+        raise ConfigError(f"latency_ratio {cfg.latency_ratio:g} is above the largest network of {where} "
+                          f"({hi / r_ms:.3g} x {cfg.reference} by the latency table): every network meets it; raise "
+                          "width to search a larger space")
+    now = timer.records_[-1]["reference_now_ms"]
+    log(f"reference {cfg.reference}: {r_ms:.4g} ms in the table's units (now {now:.4g} ms); "
+        f"T = {cfg.latency_ratio:g} x = {cfg.latency_ratio * r_ms:.4g} ms")
+    return timer, cfg.latency_ratio * r_ms
 
 
 def _peak_cost(cfg: LightNASJobConfig, space: Any, classes: int) -> tuple[Any, float, float, tuple[float, ...]]:
@@ -190,11 +238,16 @@ def run_lightnas_job(cfg: LightNASJobConfig, out: Path, *, log: Log | None = Non
     space = get_space(cfg.space)
     if not isinstance(space, MBConvSpace):
         raise ConfigError(f"space {cfg.space!r} is not an MBConv space: LightNAS searches mbconv or mbconv_kws")
-    sram = cfg.peak_sram_kib is not None
+    sram, ref = cfg.peak_sram_kib is not None, None
     if not sram:
         table = _table(cfg, work, say)
         lo, hi = table.range_ms()
-        _check_target(cfg, lo, hi)
+        if cfg.latency_ratio is not None:
+            ref, target_ms = _reference(cfg, space, table, work, say)
+        else:
+            _check_target(cfg, lo, hi)
+            assert cfg.latency_ms is not None
+            target_ms = cfg.latency_ms
     train, val, classes = search_splits(cfg.data, cfg.data_dir, space=cfg.space, input_shape=space.input_shape,
                                         val_fraction=cfg.val_fraction, n_train=cfg.n_train,
                                         batch_size=cfg.batch_size, seed=cfg.seed)
@@ -204,11 +257,10 @@ def run_lightnas_job(cfg: LightNASJobConfig, out: Path, *, log: Log | None = Non
         target, unit, measure = cfg.peak_sram_kib * 1024, "bytes", None
         say(f"LightNAS: T = {cfg.peak_sram_kib:g} KiB of peak SRAM (range {lo / 1024:.4g}-{hi / 1024:.4g} KiB)")
     else:
-        assert cfg.latency_ms is not None
-        cost, target, unit, widths = table.cost(), cfg.latency_ms, "ms", table.config.stage_widths
-        measure = table.time_spec if cfg.anchor else None
-        say(f"LightNAS: T = {cfg.latency_ms:g} ms (table range {lo:.3f}-{hi:.3f} ms)"
-            + (", measured anchoring" if cfg.anchor else ""))
+        cost, target, unit, widths = table.cost(), target_ms, "ms", table.config.stage_widths
+        measure = (ref if ref is not None else table.time_spec) if cfg.anchor else None
+        say(f"LightNAS: T = {target_ms:.4g} ms (table range {lo:.3f}-{hi:.3f} ms)"
+            + (", measured anchoring" + (" beside the reference" if ref is not None else "") if cfg.anchor else ""))
     torch.manual_seed(cfg.seed)
     net = MBConvSupernet(space, num_classes=classes).set_active(space.smallest().replace(widths=widths))
     from devicefit import data as D
@@ -237,6 +289,18 @@ def run_lightnas_job(cfg: LightNASJobConfig, out: Path, *, log: Log | None = Non
         say(f"LightNAS: searched in {search_s:.0f} s; predicted {nas.cost_ / 1024:.4g} KiB, analyzed "
             f"{peak / 1024:.4g} KiB of peak SRAM (analyzed/T {peak / target:.3f}); network in {model_dir}")
         table_info: dict[str, Any] = {"kind": "mbconv_peak_table", "range_bytes": [lo, hi]}
+    elif ref is not None:
+        assert cfg.latency_ratio is not None
+        ratio = ref.ratio(model_dir / "model.onnx", label="result", rounds=max(cfg.verify_rounds, 3))
+        last = ref.records_[-1]
+        check = {"measured_ratio": ratio, "measured_over_target": ratio / cfg.latency_ratio,
+                 "measured_ms": last["candidate_ms"], "reference_measured_ms": last["reference_now_ms"],
+                 "measured_rounds_ms": last["rounds_ms"]}
+        say(f"LightNAS: searched in {search_s:.0f} s; measured {ratio:.4g} x {cfg.reference} side by side "
+            f"({last['candidate_ms']:.4g} vs {last['reference_now_ms']:.4g} ms) for a {cfg.latency_ratio:g} x target "
+            f"(measured/T {ratio / cfg.latency_ratio:.3f}); network in {model_dir}")
+        table_info = {"holdout": table.holdout_, "range_ms": [lo, hi], "constant_ms": table.constant_ms_,
+                      "reference": cfg.reference, "reference_ms": ref.reference_ms_, "reference_timings": ref.records_}
     else:
         timings = [table.time_onnx(model_dir / "model.onnx") for _ in range(cfg.verify_rounds)]
         measured = float(np.median(timings))

@@ -10,6 +10,7 @@ from ._pareto import pareto_front
 from ._positional import Positional, positional
 from ._problem import Constraint, Evaluated, check_budgets_feasible, is_feasible
 from ._random import RandomSearch
+from ._reference import ReferenceLatency, parse_reference
 from ._search import SearchConfig, SearchResult, history_of, run_search
 from ._storage import open_study, storage_url
 from ._strategy import STRATEGIES, SearchContext, Strategy, get_strategy, list_strategies, register_strategy
@@ -27,6 +28,7 @@ __all__ = [
     "MaxCost",
     "Positional",
     "RandomSearch",
+    "ReferenceLatency",
     "RegularizedEvolution",
     "SearchConfig",
     "SearchContext",
@@ -39,6 +41,7 @@ __all__ = [
     "list_strategies",
     "open_study",
     "pareto_front",
+    "parse_reference",
     "positional",
     "register_strategy",
     "run_search",
