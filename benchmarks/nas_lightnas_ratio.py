@@ -3,6 +3,7 @@ search land within ±5 % of "r × the reference" on a machine whose speed drifts
 
     python benchmarks/nas_lightnas_ratio.py            # 3 targets, ~30 min on 1 thread (estimate)
     python benchmarks/nas_lightnas_ratio.py --quick    # smoke: 1 target, tiny table and data
+    python benchmarks/nas_lightnas_ratio.py --load-procs 4   # also re-check the results on a busy machine
 
 Every search is the user-facing job (`devicefit search --method lightnas --latency-ratio r --reference REF`,
 `devicefit.pipelines._lightnas_job`): a latency table of `mbconv` at stage width `--width` fitted once on
@@ -12,6 +13,8 @@ closing loop timing each candidate beside the reference, and the result timed be
 `--verify-rounds` interleaved rounds. Landing = the result's paired ratio to the reference / r. The absolute
 view is reported beside it: the result's measured ms / T, where T = r × the reference's latency at the table's
 fit, which is what an absolute target would have been checked against.
+`--load-procs N` then re-times every result beside the reference twice, idle and with N busy-loop processes
+running, to show what load does to the paired and the absolute check.
 Each search's record stays in `<work-dir>/run-<r>.json`; a rerun with the same settings skips finished ones.
 Writes benchmarks/results/<name>.{json,md}.
 """
@@ -47,6 +50,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--verify-rounds", type=int, default=9, help="interleaved rounds of the final check")
     ap.add_argument("--no-anchor", action="store_true", help="no closing loop: the table alone steers")
     ap.add_argument("--threads", type=int, default=1, help="torch and ORT threads")
+    ap.add_argument("--load-procs", type=int, default=0, help="after the searches, re-check every result beside "
+                    "the reference while this many busy-loop processes run (a machine busier than at the table's "
+                    "fit): paired ratio vs absolute ms")
     ap.add_argument("--name", default=None, help="results stem (default nas_lightnas_ratio[-quick])")
     ap.add_argument("--work-dir", type=Path, default=None)
     args = ap.parse_args()
@@ -95,6 +101,47 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    x = 0
+    while time.perf_counter() < end:
+        x += 1
+
+
+def recheck_under_load(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Time every result beside the reference again, once idle and once with `--load-procs` busy loops running."""
+    import multiprocessing as mp
+
+    from devicefit.search import LatencyTable, ReferenceLatency
+
+    out = []
+    for row in rows:
+        rec = read_json(args.work_dir / row["record"])
+        table = LatencyTable.load(next(args.work_dir.glob("latency_table-*.json")))
+        ref = next(args.work_dir.glob("reference-*.onnx"))
+        model = args.work_dir / rec["result"]["model_dir"] / "model.onnx"
+        entry: dict[str, Any] = {"ratio": row["ratio"], "target_ms": row["target_ms"]}
+        for phase, n in (("idle", 0), ("loaded", args.load_procs)):
+            procs = [mp.Process(target=_spin, args=(600.0,), daemon=True) for _ in range(n)]
+            for p in procs:
+                p.start()
+            try:
+                timer = ReferenceLatency(table, ref, rounds=args.verify_rounds, seed=1)
+                paired = timer.ratio(model)
+                ms = timer.records_[-1]["candidate_ms"]
+            finally:
+                for p in procs:
+                    p.terminate()
+                    p.join()
+            entry[phase] = {"paired_over_T": paired / row["ratio"], "absolute_over_T": ms / row["target_ms"],
+                            "candidate_ms": ms, "reference_ms": timer.records_[-1]["reference_now_ms"],
+                            "rounds_ms": timer.records_[-1]["rounds_ms"]}
+            log(f"re-check {row['ratio']:g} {phase} ({n} busy loops): paired/T {paired / row['ratio']:.3f}, "
+                f"absolute/T {ms / row['target_ms']:.3f}")
+        out.append(entry)
+    return out
+
+
 def markdown(doc: dict[str, Any]) -> str:
     s, rows = doc["settings"], doc["rows"]
     h = rows[0]["holdout"]
@@ -124,6 +171,16 @@ def markdown(doc: dict[str, Any]) -> str:
               "the table's units (how far the machine's speed moved since the table was fitted).",
               "", "Searched ops per layer:", ""]
     lines += [f"- r = {r['ratio']:g}: {' '.join(r['ops'])}" for r in rows]
+    if doc.get("recheck"):
+        lines += ["", f"Re-check of every result beside the reference, idle and with {s['load_procs']} busy-loop "
+                  f"processes running on the {doc['machine'].get('logical_cpus', '?')} logical CPUs "
+                  f"({s['verify_rounds']} interleaved rounds each):", "",
+                  "| r | idle: paired/T | idle: absolute/T | loaded: paired/T | loaded: absolute/T | "
+                  "loaded: reference ms |", "|---:|---:|---:|---:|---:|---:|"]
+        for e in doc["recheck"]:
+            i, ld = e["idle"], e["loaded"]
+            lines.append(f"| {e['ratio']:g} | {i['paired_over_T']:.3f} | {i['absolute_over_T']:.3f} | "
+                         f"**{ld['paired_over_T']:.3f}** | {ld['absolute_over_T']:.3f} | {ld['reference_ms']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -132,13 +189,15 @@ def main() -> None:
     os.environ.pop("DEVICEFIT_DATA_DIR", None)  # the bundled subset, as documented
     t0 = time.perf_counter()
     rows = run(args)
+    wall = time.perf_counter() - t0
+    recheck = recheck_under_load(args, rows) if args.load_procs else None
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     settings["work_dir"] = args.work_dir.name
     prev = ROOT / "results" / f"{args.name}.json"
-    wall = time.perf_counter() - t0
     if prev.exists() and wall < 60:  # every search was reused: keep the wall time of the run that made them
         wall = read_json(prev).get("wall_s", wall)
-    doc = {"benchmark": args.name, "settings": settings, "tolerance": TOL, "rows": rows, "wall_s": wall,
+    doc = {"benchmark": args.name, "settings": settings, "tolerance": TOL, "rows": rows, "recheck": recheck,
+           "wall_s": wall,
            "machine": machine_info()}
     out = ROOT / "results" / args.name
     atomic_write_json(out.with_suffix(".json"), doc)

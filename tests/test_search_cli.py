@@ -145,8 +145,20 @@ def test_cli_lightnas_lands_on_a_ratio_to_a_reference(tmp_path: Path, capsys: py
     assert "expected an .onnx file or 'op@width'" in capsys.readouterr().err
     assert not out.exists()
 
-    res = run_json(capsys, *args, "--latency-ratio", "0.8")
+    res = run_json(capsys, *args, "--latency-ratio", "0.8", "--retrain-epochs", "1")
     r, record = res["result"], read_json(out)
+    # trained from scratch: the run folder's weights give the reported test accuracy
+    from devicefit import data as D
+    from devicefit.core import ArchSpec
+    from devicefit.space import get_space
+    from devicefit.train import evaluate, load_weights
+
+    rt = record["retrain"]
+    net = get_space("mbconv").build(ArchSpec.from_dict(r["spec"]), num_classes=10)
+    load_weights(net, work / rt["run_dir"] / "model.pt")
+    test = D.load_dataset("cifar10", "test")
+    assert rt["epochs"] == 1 and rt["test_images"] == len(test)
+    assert evaluate(net.eval(), test)["accuracy"] == pytest.approx(rt["test_accuracy"])
     assert r["measured_over_target"] == pytest.approx(r["measured_ratio"] / 0.8)
     assert r["measured_ratio"] == pytest.approx(record["table"]["reference_timings"][-1]["ratio"])
     assert r["measured_ms"] > 0 and r["reference_measured_ms"] > 0

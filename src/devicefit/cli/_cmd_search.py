@@ -50,6 +50,9 @@ class SearchCommand:
         s.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads (default 1)")
         s.add_argument("--work-dir", help="latency samples or table, supernet and searched network (default: OUT's "
                                           "name + '-work')")
+        s.add_argument("--retrain-epochs", type=int, default=0,
+                       help="train the chosen network from scratch for this many epochs and report its test "
+                            "accuracy (default 0: supernet-weight accuracy only)")
         h = parser.add_argument_group("supernet spaces: hsconas, evolution, random")
         h.add_argument("--supernet-epochs", type=int, default=2, help="supernet training epochs (default 2)")
         h.add_argument("--latency-samples", type=int, default=16,
@@ -60,9 +63,6 @@ class SearchCommand:
                             "keeping the best widths seen (default: spend the budget)")
         h.add_argument("--bn-batches", type=int, default=4,
                        help="BatchNorm re-estimation batches per scored supernet path (default 4)")
-        h.add_argument("--retrain-epochs", type=int, default=0,
-                       help="train the chosen network from scratch for this many epochs and report its test "
-                            "accuracy (default 0: supernet-weight accuracy only)")
         h.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="search-method option (JSON value), e.g. --option stage_trials=10 --option shrink=false")
         g = parser.add_argument_group("supernet spaces: lightnas")
@@ -121,7 +121,8 @@ def _lightnas(args: argparse.Namespace, out: Output) -> int:
                             space=args.space or "mbconv", target=args.target, data=args.data,
                             data_dir=args.data_dir, width=args.width, n_train=args.n_train,
                             warmup_epochs=args.warmup_epochs, search_epochs=args.epochs, table_archs=args.table_archs,
-                            anchor=not args.no_anchor, threads=args.threads, seed=args.seed)
+                            anchor=not args.no_anchor, retrain_epochs=args.retrain_epochs, threads=args.threads,
+                            seed=args.seed)
     if out.progress:
         from rich.progress import Progress
 
@@ -141,6 +142,8 @@ def _lightnas(args: argparse.Namespace, out: Output) -> int:
     else:
         got = (f"measured {r['measured_ms']:.4g} ms for a {cfg.latency_ms:g} ms target (measured/T "
                f"{r['measured_over_target']:.3f})")
+    if record.get("retrain"):
+        got += f"; trained from scratch: {100 * record['retrain']['test_accuracy']:.2f}% test accuracy"
     out.say(f"searched: {' '.join(r['spec']['params']['ops'])} at widths {r['spec']['params']['widths'][0]:g}; "
             f"{got}; record in {path}")
     out.set_result(**{k: v for k, v in record.items() if k != "evaluated"}, out=str(path))

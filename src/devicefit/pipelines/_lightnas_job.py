@@ -69,6 +69,8 @@ class LightNASJobConfig:
     stage width `width`; `data` a dataset name (`data_dir`: its full copy, None = the bundled subset),
     `n_train` training images (0 = all; the validation split for architecture steps is `val_fraction` of the
     training set); `warmup_epochs` weight-only, then `search_epochs` (LightNAS's default controller);
+    `retrain_epochs` > 0 trains the searched network from scratch (SGD, cosine, the data's augmentation; run
+    folder `<model dir>/retrain`, resumable) and reports its test accuracy, the accuracy that counts;
     `table_archs` / `table_passes` the latency table's calibration networks and passes; `anchor` measured
     anchoring every `measure_every` architecture steps (0: only the closing loop); `verify_rounds` timings of
     the result; `threads` torch and ORT threads; `work_dir` where the table and the searched network go."""
@@ -96,6 +98,7 @@ class LightNASJobConfig:
     latency_ratio: float | None = None
     reference: str | None = None
     pair_rounds: int = 7
+    retrain_epochs: int = 0
 
     def __post_init__(self) -> None:
         given = {k: getattr(self, k) for k in ("latency_ms", "latency_ratio", "peak_sram_kib")}
@@ -112,6 +115,7 @@ class LightNASJobConfig:
             raise ConfigError(f"reference must be 'op@width' (e.g. 'k3_e6@0.75') or an .onnx path, got "
                               f"{self.reference!r}")
         check_int("pair_rounds", self.pair_rounds, 3)
+        check_int("retrain_epochs", self.retrain_epochs)
         check_positive("width", self.width)
         for name in ("warmup_epochs", "n_train", "measure_every", "seed"):
             check_int(name, getattr(self, name))
@@ -214,6 +218,29 @@ class _Batches:
             yield torch.as_tensor(x), torch.as_tensor(y)
 
 
+def _retrain(cfg: LightNASJobConfig, space: Any, spec: ArchSpec, train: Any, val: Any, classes: int,
+             model_dir: Path, log: Log) -> dict[str, Any]:
+    """Train `spec` from scratch for `cfg.retrain_epochs` epochs; its test accuracy and where it was trained."""
+    import torch
+
+    from devicefit import data as D
+    from devicefit import train as T
+
+    torch.manual_seed(cfg.seed)
+    fresh = space.build(spec, num_classes=classes, input_shape=space.input_shape)
+    tcfg = T.TrainConfig(epochs=cfg.retrain_epochs, batch_size=cfg.batch_size, threads=cfg.threads, seed=cfg.seed)
+    log(f"retraining the searched network from scratch for {cfg.retrain_epochs} epoch(s)")
+    run_dir = model_dir / "retrain"
+    res = T.fit(fresh, train, tcfg, val_ds=val, run_dir=run_dir, progress=False, log=log,
+                augment_default=D.DATASETS.get(cfg.data).augment)
+    test = D.load_dataset(cfg.data, "test", cfg.data_dir)
+    acc = float(T.evaluate(fresh, test)["accuracy"])
+    log(f"retrained: test accuracy {100 * acc:.2f}% on {len(test)} test images")
+    return {"epochs": cfg.retrain_epochs, "test_accuracy": acc, "test_images": len(test),
+            "val_accuracy": res.final.get("val_acc"), "train_seconds": res.train_seconds,
+            "run_dir": str(run_dir.relative_to(model_dir.parent))}
+
+
 def run_lightnas_job(cfg: LightNASJobConfig, out: Path, *, log: Log | None = None,
                      on_batch: Callable[[int, int, int], None] | None = None) -> dict[str, Any]:
     """Run the job (see the module); returns the record also written to `out`. `on_batch(done, total, epoch)`
@@ -308,11 +335,13 @@ def run_lightnas_job(cfg: LightNASJobConfig, out: Path, *, log: Log | None = Non
         say(f"LightNAS: searched in {search_s:.0f} s; predicted {nas.cost_:.4g} ms, measured {measured:.4g} ms "
             f"(measured/T {measured / target:.3f}); network in {model_dir}")
         table_info = {"holdout": table.holdout_, "range_ms": [lo, hi], "constant_ms": table.constant_ms_}
+    retrain = _retrain(cfg, space, nas.spec_, train, val, classes, model_dir, say) if cfg.retrain_epochs else None
     result = nas.result()
     history = result.pop("history")
     record = {"kind": "lightnas-search", "config": config, "ops": list(MBCONV_OPS), "unit": unit,
               "table": table_info,
               "result": {**result, **check, "search_s": search_s, "model_dir": model_dir.name},
+              "retrain": retrain,
               "evaluated": [{"step": h["step"], "epoch": h["epoch"], "ops": [MBCONV_OPS[i] for i in h["argmax"]],
                              f"predicted_{unit}": h["cost_argmax"], "lambda": h["lambda_after"]} for h in history],
               "machine": machine_info()}
