@@ -11,6 +11,7 @@ import torch
 
 import devicefit.cli._cmd_compress  # noqa: F401  (registers prune/quantize/distill until _app imports it)
 from devicefit.cli import main
+from devicefit.compress import PruneConfig
 from devicefit.core import ConfigError, DataError, sha256_file
 from devicefit.models import build, default_spec
 from devicefit.pipelines._compress_job import CompressJobConfig, load_source, run_compress_job
@@ -63,6 +64,29 @@ def test_prune_job_removes_channels_and_its_weights_reload(source: Path, tmp_pat
     assert m["after"]["params"] < m["before"]["params"]
     reloaded = load_source(CompressJobConfig(source=str(tmp_path / "p"), run_dir="unused"))
     assert sum(p.numel() for p in reloaded.model.parameters()) == m["after"]["params"]
+
+
+def test_round_to_auto_follows_the_targets_channel_multiple(source: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`--set prune.round_to=auto` prunes to this CPU's multiple (recorded in the details; every kept count of a
+    pruned convolution is a multiple of it); a target with no known multiple is refused before any work."""
+    from devicefit.hardware import channel_multiple
+
+    out = tmp_path / "auto"
+    m = _cli(capsys, "prune", str(source), "--run-dir", str(out), "--ratio", "0.3", "--set", "no_finetune=true",
+             "--set", "prune.round_to=auto", *FAST)
+    want = channel_multiple("host-ort")
+    assert m["details"]["round_to"] == want
+    assert json.loads((out / "config.json").read_text())["config"]["prune"]["round_to"] == "auto"
+    after = {k: v[0] for k, v in json.loads((out / "shapes.json").read_text()).items() if len(v) == 4}
+    before = {k: v.shape[0] for k, v in load_source(CompressJobConfig(source=str(source), run_dir="unused"))
+              .model.state_dict().items() if v.dim() == 4}
+    changed = [k for k in after if after[k] != before[k]]
+    assert changed and all(after[k] % want == 0 for k in changed)  # narrower layers stay whole
+    with pytest.raises(ConfigError, match="measure_latency runs on host targets"):
+        CompressJobConfig(source=str(source), run_dir=str(tmp_path / "m"), method="prune", target="cortex-m4-256k",
+                          prune=PruneConfig(round_to="auto"))
+    assert not (tmp_path / "m").exists()
 
 
 @pytest.mark.slow

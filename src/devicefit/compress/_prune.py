@@ -71,7 +71,9 @@ class PruneConfig:
     importance: a name in `IMPORTANCES` ("l1", "l2", "bn_scale", "taylor" — the last needs a labelled batch).
     round_to: kept channel counts are multiples of this. ONNX Runtime's fp32 convolutions on AVX2 run a count
         that is not a multiple of 8 about as slowly as the next multiple, or more slowly (measured by
-        `benchmarks/channel_multiple.py`); AVX-512 blocks by 16.
+        `benchmarks/channel_multiple.py`); AVX-512 blocks by 16. "auto": the target's multiple
+        (`hardware.channel_multiple`), resolved by the prune job, which knows the target; `StructuredPruner`
+        itself needs a number.
     steps: the ratio is reached in this many equal steps, with `finetune` after each when given.
     on_unsupported: "error" raises `UnsupportedOpError` naming a module whose channels the dependency graph
         cannot follow (a constant-index gather such as ShuffleNet's channel shuffle); "skip" leaves that
@@ -82,7 +84,7 @@ class PruneConfig:
     global_ratio: bool = False
     max_layer_ratio: float = 0.9
     importance: str = "l1"
-    round_to: int = 8
+    round_to: int | str = 8
     steps: int = 1
     on_unsupported: str = "error"
 
@@ -91,8 +93,10 @@ class PruneConfig:
         check_range("ratio", self.ratio, 0.0, 1.0)
         check_range("max_layer_ratio", self.max_layer_ratio, 0.0, 1.0)
         IMPORTANCES.get(self.importance)
-        if not isinstance(self.round_to, int) or isinstance(self.round_to, bool) or self.round_to < 1:
-            raise ConfigError(f"round_to must be an int >= 1, got {self.round_to!r}")
+        if self.round_to != "auto" and (not isinstance(self.round_to, int) or isinstance(self.round_to, bool)
+                                        or self.round_to < 1):
+            raise ConfigError(f"round_to must be an int >= 1 or 'auto' (the target's channel multiple), got "
+                              f"{self.round_to!r}")
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
             raise ConfigError(f"steps must be an int >= 1, got {self.steps!r}")
         if not isinstance(self.global_ratio, bool):
@@ -164,6 +168,9 @@ class StructuredPruner:
 
     def _pruner(self, net: nn.Module, input_shape: tuple[int, ...]) -> Any:
         cfg, tp = self.config, _tp()
+        if not isinstance(cfg.round_to, int):
+            raise ConfigError(f"round_to={cfg.round_to!r} names the target's channel multiple: resolve it first with "
+                              "hardware.channel_multiple(target) (the prune job does), or give a number")
         try:
             return tp.pruner.BasePruner(
                 net, torch.zeros(1, *input_shape), importance=make_importance(cfg.importance),

@@ -104,6 +104,10 @@ class CompressJobConfig:
             LatencyPruneConfig(latency_ms=self.latency_ms, speedup=self.speedup, target=self.target,
                                max_step_ratio=self.max_step_ratio)
         check_int("final_epochs", self.final_epochs, 0)
+        if self.method == "prune" and self.prune.round_to == "auto":
+            from devicefit.hardware import channel_multiple
+
+            channel_multiple(self.target)  # a non-host target has no known multiple: ConfigError naming hosts
         if self.final_epochs and (self.method != "prune" or self.no_finetune):
             raise ConfigError(f"final_epochs={self.final_epochs} fine-tunes after pruning: it needs method='prune' "
                               f"and no_finetune=false (got method={self.method!r}, no_finetune={self.no_finetune})")
@@ -297,14 +301,21 @@ def _prune(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
         ctx.log("resuming: pruning finished earlier (%s), going on with the final fine-tune", stash)
     else:
         finetune = _finetune_fn(ctx, teacher)
+        prune = cfg.prune
+        if prune.round_to == "auto":  # the target's channel multiple (its CPU's fp32 SIMD width)
+            from devicefit.hardware import channel_multiple
+
+            prune = dataclasses.replace(prune, round_to=channel_multiple(cfg.target))
+            ctx.log("round_to=auto: channel counts in multiples of %d on %s", prune.round_to, cfg.target)
         if cfg.latency_ms is not None or cfg.speedup is not None:
             lcfg = C.LatencyPruneConfig(latency_ms=cfg.latency_ms, speedup=cfg.speedup, target=cfg.target,
-                                        max_step_ratio=cfg.max_step_ratio, prune=cfg.prune,
+                                        max_step_ratio=cfg.max_step_ratio, prune=prune,
                                         rounds=cfg.latency_rounds, repeats=max(3, cfg.latency_repeats))
             net, details = C.prune_to_latency(ctx.src.model, shape, lcfg, finetune=finetune)
         else:
-            res = C.StructuredPruner(cfg.prune).fit(ctx.src.model, shape, finetune=finetune).result_
+            res = C.StructuredPruner(prune).fit(ctx.src.model, shape, finetune=finetune).result_
             net, details = res.model, res.to_dict()
+        details = {**details, "round_to": prune.round_to}
         if cfg.final_epochs:
             T.save_weights(net, stash)
             atomic_write_json(stash_details, details)
