@@ -90,6 +90,28 @@ def test_round_to_auto_follows_the_targets_channel_multiple(source: Path, tmp_pa
 
 
 @pytest.mark.slow
+def test_finetune_method_is_the_unpruned_control(source: Path, tmp_path: Path) -> None:
+    """method 'finetune': the source trained on with the fine-tune recipe, same shapes, weights changed, the
+    source untouched, checkpointed; it refuses no_finetune."""
+    before = _hashes(source)
+    ft = TrainConfig(epochs=1, lr=0.01, warmup_epochs=0.0, batch_size=128, threads=1)
+    cfg = CompressJobConfig(source=str(source), method="finetune", run_dir=str(tmp_path / "c"), finetune=ft,
+                            latency_repeats=5, latency_rounds=1)
+    m = run_compress_job(cfg)
+    out = tmp_path / "c"
+    assert _hashes(source) == before
+    assert m["details"] == {"epochs": 1, "checkpoint_dir": "finetune"} and (out / "finetune" / "checkpoint.pt").exists()
+    assert m["after"]["macs"] == m["before"]["macs"] and m["after"]["params"] == m["before"]["params"]
+    src = torch.load(source / "model.pt", weights_only=True)
+    new = torch.load(out / "model.pt", weights_only=True)
+    assert {k: v.shape for k, v in src.items()} == {k: v.shape for k, v in new.items()}
+    assert any(not torch.equal(src[k], new[k]) for k in src if src[k].is_floating_point())
+    with pytest.raises(ConfigError, match="no_finetune must be false"):
+        run_compress_job(CompressJobConfig(source=str(source), method="finetune", run_dir=str(tmp_path / "n"),
+                                           no_finetune=True))
+
+
+@pytest.mark.slow
 def test_final_finetune_is_recorded_checkpointed_and_resumes_without_pruning_again(source: Path,
                                                                                    tmp_path: Path) -> None:
     ft = TrainConfig(epochs=1, lr=0.01, warmup_epochs=0.0, batch_size=128, threads=1)

@@ -54,7 +54,8 @@ class CompressJobConfig:
     """One compression job.
 
     source: a train run directory (spec.json + model.pt [+ config.json]) or a weights file (then `spec` names
-        its spec.json). method: a name in `COMPRESS_METHODS` ("prune", "quantize", "distill").
+        its spec.json). method: a name in `COMPRESS_METHODS` ("prune", "quantize", "distill", or "finetune": no
+        compression, the source fine-tuned alike, the control a pruned model is judged against).
     data: dataset for calibration, fine-tuning and the test split (the source run's data when left default).
     prune / ptq: the method settings; finetune: training after each pruning step and for distillation
         (`no_finetune` skips it after pruning); distill: fine-tune against the unpruned source as teacher.
@@ -343,6 +344,26 @@ def _quantize(ctx: _Ctx) -> tuple[None, Path, dict[str, Any]]:
     q = C.PostTrainingQuantizer(ctx.cfg.ptq).calibrate(ctx.src.model, calib, tuple(ctx.src.spec["input_shape"]))
     path = q.save(ctx.run_dir / "model.onnx")
     return None, path, {**q.report_, "runtime_ops": C.runtime_op_counts(path)}
+
+
+@COMPRESS_METHODS.register("finetune")
+def _finetune_only(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
+    """The control of a pruning run: the unpruned source fine-tuned with the same `finetune` recipe (and
+    teacher, with `distill`) for `finetune.epochs`, checkpointed in `run_dir/finetune` (resumable). What the
+    extra epochs alone give, so a pruned model's accuracy can be judged against a model trained as long."""
+    import copy
+
+    from devicefit import train as T
+    from devicefit.nn import export_onnx
+
+    finetune = _finetune_fn(ctx, ctx.src.model if ctx.cfg.distill else None, run_dir=ctx.run_dir / "finetune")
+    if finetune is None:
+        raise ConfigError("method 'finetune' trains the source: no_finetune must be false")
+    net = finetune(copy.deepcopy(ctx.src.model))
+    T.save_weights(net, ctx.run_dir / "model.pt")
+    atomic_write_json(ctx.run_dir / "spec.json", ctx.src.spec.to_dict())
+    path = export_onnx(net, tuple(ctx.src.spec["input_shape"]), ctx.run_dir / "model.onnx", dynamic_batch=True)
+    return net, path, {"epochs": ctx.cfg.finetune.epochs, "checkpoint_dir": "finetune"}
 
 
 @COMPRESS_METHODS.register("distill")

@@ -1,0 +1,106 @@
+"""The matched control of a pruning run: the unpruned source fine-tuned with the same recipe for as many epochs
+as the pruned network trained (its rounds' fine-tuning plus the final fine-tune), so that the pruned network's
+accuracy is judged against a network trained as long, not against the source.
+
+    python benchmarks/prune_control.py benchmarks/runs/resnet20-cifar10-full \\
+        --prune-result benchmarks/results/prune-resnet20-round8-final36.json --name prune-resnet20-round8-control
+
+Reads the pruning job's record (its `compress.json`, kept under benchmarks/results): the fine-tune recipe
+(`finetune`), the number of pruning rounds (`details.history`, the entries after the unpruned one) and
+`final_epochs`. Runs `devicefit.pipelines._compress_job` with method "finetune" on SOURCE for rounds ×
+finetune.epochs + final_epochs epochs, in `benchmarks/runs/<name>` (checkpointed: a killed run resumes), and
+writes benchmarks/results/<name>.{json,md}: source, control and pruned accuracy (ONNX Runtime, full test set).
+When SOURCE is not the pruned run's source checkpoint (e.g. retrained with the same recipe in another session),
+the table says so and gives both sources' accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from devicefit.core import atomic_write_json, atomic_write_text, from_dict, machine_info, read_json, sha256_file
+from devicefit.pipelines._compress_job import CompressJobConfig, run_compress_job
+from devicefit.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parent
+
+
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    ap.add_argument("source", type=Path, help="the unpruned source run directory")
+    ap.add_argument("--prune-result", type=Path, required=True, help="the pruning job's compress.json")
+    ap.add_argument("--data-dir", default="../shared/data", help="full dataset copies (default ../shared/data)")
+    ap.add_argument("--name", default="prune-control", help="results stem and run folder name")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the pruning run's)")
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse()
+    pruned = read_json(args.prune_result)
+    pcfg, pm = pruned["config"], pruned["metrics"]
+    rounds = max(len(pm["details"].get("history", [])) - 1, 0)  # the first entry is the unpruned timing
+    ft = from_dict(TrainConfig, pcfg["finetune"])
+    epochs = rounds * ft.epochs + int(pcfg.get("final_epochs", 0))
+    overrides: dict[str, Any] = {"epochs": epochs}
+    if args.threads:
+        overrides["threads"] = args.threads
+    ft = from_dict(TrainConfig, {**pcfg["finetune"], **overrides})
+    run_dir = ROOT / "runs" / args.name
+    cfg = CompressJobConfig(source=str(args.source), method="finetune", run_dir=str(run_dir), finetune=ft,
+                            distill=bool(pcfg.get("distill")), latency_rounds=int(pcfg.get("latency_rounds", 5)),
+                            latency_repeats=int(pcfg.get("latency_repeats", 30)),
+                            data=from_dict(type(CompressJobConfig(source="-", run_dir="-").data),
+                                           {**pcfg["data"], "data_dir": args.data_dir}))
+    print(f"[{time.strftime('%H:%M:%S')}] control: {args.source.name} fine-tuned {epochs} epochs "
+          f"({rounds} rounds x {pcfg['finetune']['epochs']} + {pcfg.get('final_epochs', 0)} final), lr {ft.lr}",
+          flush=True)
+    t0 = time.perf_counter()
+    m = run_compress_job(cfg)
+    wall_s = time.perf_counter() - t0
+    same_source = (pm["before"]["accuracy"] == m["before"]["accuracy"])
+    doc = {"benchmark": args.name, "source": args.source.name, "prune_result": args.prune_result.name,
+           "epochs": epochs, "rounds": rounds, "finetune": pcfg["finetune"] | overrides,
+           "source_accuracy": m["before"]["accuracy"], "control_accuracy": m["after"]["accuracy"],
+           "pruned_source_accuracy": pm["before"]["accuracy"], "pruned_accuracy": pm["after"]["accuracy"],
+           "pruned_speedup": pm.get("speedup"), "pruned_macs": pm["after"]["macs"], "macs": m["before"]["macs"],
+           "same_source_accuracy": same_source, "control_gain": m["after"]["accuracy"] - m["before"]["accuracy"],
+           "pruned_vs_control": pm["after"]["accuracy"] - m["after"]["accuracy"],
+           "pruned_vs_its_source": pm["after"]["accuracy"] - pm["before"]["accuracy"],
+           "source_sha256": sha256_file(args.source / "model.pt"), "test_source": m.get("test_source"),
+           "wall_s": wall_s, "machine": machine_info(), "control_record": m}
+    out = ROOT / "results" / args.name
+    atomic_write_json(out.with_suffix(".json"), doc)
+    atomic_write_text(out.with_suffix(".md"), markdown(doc))
+    print(markdown(doc))
+
+
+def markdown(d: dict[str, Any]) -> str:
+    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    pts = lambda v: f"{100 * v:+.2f}"  # noqa: E731
+    lines = [f"# Matched control of a pruning run ({d['benchmark']})", "",
+             f"Control: the unpruned `{d['source']}` fine-tuned {d['epochs']} epochs ({d['rounds']} pruning rounds × "
+             f"{d['finetune']['epochs'] if d['rounds'] else 0} + the final fine-tune) with the pruning run's recipe "
+             f"(SGD lr {d['finetune']['lr']}, {d['finetune']['schedule']}, batch {d['finetune']['batch_size']}, "
+             f"{d['finetune']['threads']} threads; {d['wall_s'] / 60:.0f} min), method `finetune` of the compress job. "
+             "Pruned: "
+             f"[`{d['prune_result']}`]({d['prune_result']}). Accuracy by ONNX Runtime on {d['test_source']}.", "",
+             "| network | test accuracy | vs its source (pt) | MACs |", "|---|---:|---:|---:|",
+             f"| source (this run) | {pct(d['source_accuracy'])} | – | {d['macs']:,} |",
+             f"| **control**: source + {d['epochs']} epochs | {pct(d['control_accuracy'])} | "
+             f"{pts(d['control_gain'])} | {d['macs']:,} |",
+             f"| pruned run's source | {pct(d['pruned_source_accuracy'])} | – | {d['macs']:,} |",
+             f"| **pruned** ({d['pruned_speedup']:.2f}× measured) | {pct(d['pruned_accuracy'])} | "
+             f"{pts(d['pruned_vs_its_source'])} | {d['pruned_macs']:,} |", "",
+             f"**Pruned vs control: {pts(d['pruned_vs_control'])} points.**"]
+    if not d["same_source_accuracy"]:
+        lines += ["", "The two sources are different checkpoints trained with the same recipe (their accuracies "
+                  "differ), so the comparison is matched in recipe and epochs, not in starting weights."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
