@@ -228,6 +228,18 @@ def _native_pointwise(op: OpInfo, conv: nn.Module | None) -> bool:
             and batch < 16 and torch.get_num_threads() == 1)
 
 
+def _channel_block() -> int:
+    """oneDNN's channel block for fp32 on this CPU: 16 where torch dispatches AVX-512 kernels, else 8."""
+    return 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
+
+
+def _padded(nbytes: int, channels: int, block: int) -> int:
+    """`nbytes` of a tensor with `channels` channels, grown to a whole number of `block`-channel blocks."""
+    if nbytes == 0 or channels <= 0:
+        return nbytes
+    return nbytes * (-(-channels // block) * block) // channels
+
+
 def conv_workspace(op: OpInfo, conv: nn.Module | None, *, weight_grad: bool,
                    input_grad_by_transpose: bool = False) -> Workspace:
     """A CPU conv2d, as measured with the profiler (1 thread, batch 8-32, 1-64 channels, stride 1-2, dense,
@@ -241,6 +253,10 @@ def conv_workspace(op: OpInfo, conv: nn.Module | None, *, weight_grad: bool,
     input gradient). A pointwise conv on the native path (`_native_pointwise`) needs nothing, in forward
     and backward, except when its input gradient is made by a transposed conv (`input_grad_by_transpose`,
     as `FrozenConv2d` does): then an I-sized buffer.
+    Measured on AVX2, where oneDNN blocks channels by 8. Where torch dispatches AVX-512 kernels, the block is 16
+    and blocked buffers are padded to it: the forward reorders and the input-gradient buffers count their
+    channels rounded up to 16 (an 8-channel ResNet stage's buffer doubles; checked against the allocator on
+    an AVX-512 EPYC, tests/test_ondevice_memory.py).
     """
     input_grad = bool(op.inputs_require_grad and op.inputs_require_grad[0])
     if _native_pointwise(op, conv):
@@ -248,13 +264,20 @@ def conv_workspace(op: OpInfo, conv: nn.Module | None, *, weight_grad: bool,
     in_bytes, out_bytes = 4 * op.input_numel, 4 * op.output_numel
     strided_dense = getattr(conv, "groups", 1) == 1 and max(getattr(conv, "stride", (1,))) > 1
     reorder_in = in_bytes if getattr(conv, "in_channels", 0) >= 8 else 0
+    reorder_out, grad_in, grad_out = out_bytes, in_bytes, out_bytes
+    block = _channel_block()
+    if block > 8:  # AVX-512: blocked buffers pad channels to the block (8 channels: 2x)
+        reorder_in = _padded(reorder_in, getattr(conv, "in_channels", 0), block)
+        reorder_out = _padded(out_bytes, getattr(conv, "out_channels", 0), block)
+        grad_in = _padded(in_bytes, getattr(conv, "in_channels", 0), block)
+        grad_out = _padded(out_bytes, getattr(conv, "out_channels", 0), block)
     if weight_grad:
         backward = in_bytes + out_bytes + (out_bytes if input_grad and strided_dense else 0)
     elif input_grad:
-        backward = max(in_bytes, out_bytes) + (in_bytes if strided_dense else 0)
+        backward = max(grad_in, grad_out) + (in_bytes if strided_dense else 0)
     else:
         backward = 0
-    return Workspace(max(reorder_in, out_bytes), backward)
+    return Workspace(max(reorder_in, reorder_out), backward)
 
 
 @register_workspace_rule(nn.Flatten, nn.Identity, "add", "cat", "flatten", "view", "reshape", "getitem")
