@@ -115,10 +115,10 @@ def recheck_under_load(args: argparse.Namespace, rows: list[dict[str, Any]]) -> 
     from devicefit.search import LatencyTable, ReferenceLatency
 
     out = []
+    table = LatencyTable.load(next(args.work_dir.glob("latency_table-*.json")))
+    ref = next(args.work_dir.glob("reference-*.onnx"))
     for row in rows:
         rec = read_json(args.work_dir / row["record"])
-        table = LatencyTable.load(next(args.work_dir.glob("latency_table-*.json")))
-        ref = next(args.work_dir.glob("reference-*.onnx"))
         model = args.work_dir / rec["result"]["model_dir"] / "model.onnx"
         entry: dict[str, Any] = {"ratio": row["ratio"], "target_ms": row["target_ms"]}
         for phase, n in (("idle", 0), ("loaded", args.load_procs)):

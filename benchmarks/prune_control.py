@@ -23,6 +23,7 @@ from typing import Any
 
 from devicefit.core import atomic_write_json, atomic_write_text, from_dict, machine_info, read_json, sha256_file
 from devicefit.pipelines._compress_job import CompressJobConfig, run_compress_job
+from devicefit.pipelines._train_job import DataConfig
 from devicefit.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent
@@ -53,8 +54,7 @@ def main() -> None:
     cfg = CompressJobConfig(source=str(args.source), method="finetune", run_dir=str(run_dir), finetune=ft,
                             distill=bool(pcfg.get("distill")), latency_rounds=int(pcfg.get("latency_rounds", 5)),
                             latency_repeats=int(pcfg.get("latency_repeats", 30)),
-                            data=from_dict(type(CompressJobConfig(source="-", run_dir="-").data),
-                                           {**pcfg["data"], "data_dir": args.data_dir}))
+                            data=from_dict(DataConfig, {**pcfg["data"], "data_dir": args.data_dir}))
     print(f"[{time.strftime('%H:%M:%S')}] control: {args.source.name} fine-tuned {epochs} epochs "
           f"({rounds} rounds x {pcfg['finetune']['epochs']} + {pcfg.get('final_epochs', 0)} final), lr {ft.lr}",
           flush=True)
