@@ -1,7 +1,7 @@
 """LightNAS to a latency target stated relative to a reference network and checked side by side: does one
 search land within ±5 % of "r × the reference" on a machine whose speed drifts?
 
-    python benchmarks/nas_lightnas_ratio.py            # 3 targets, ~30 min on 1 thread (estimate)
+    python benchmarks/nas_lightnas_ratio.py            # 3 targets: 10.6 min on 1 thread, idle AVX-512 VM
     python benchmarks/nas_lightnas_ratio.py --quick    # smoke: 1 target, tiny table and data
     python benchmarks/nas_lightnas_ratio.py --load-procs 4   # also re-check the results on a busy machine
 
