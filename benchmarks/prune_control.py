@@ -17,6 +17,7 @@ the table says so and gives both sources' accuracy.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,8 @@ def main() -> None:
            "source_sha256": sha256_file(args.source / "model.pt"), "test_source": m.get("test_source"),
            "wall_s": wall_s, "machine": machine_info(), "control_record": m}
     out = ROOT / "results" / args.name
+    doc = json.loads(json.dumps(doc, default=str).replace(str(ROOT.parent) + "/", "").replace(
+        str(Path(args.data_dir).resolve()), args.data_dir))  # results carry no machine paths
     atomic_write_json(out.with_suffix(".json"), doc)
     atomic_write_text(out.with_suffix(".md"), markdown(doc))
     print(markdown(doc))
