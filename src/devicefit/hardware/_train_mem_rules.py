@@ -11,6 +11,7 @@ memory-lean ops of `devicefit.train`) register their own rule with `register_sav
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -228,6 +229,7 @@ def _native_pointwise(op: OpInfo, conv: nn.Module | None) -> bool:
             and batch < 16 and torch.get_num_threads() == 1)
 
 
+@functools.cache
 def _channel_block() -> int:
     """oneDNN's channel block for fp32 on this CPU: 16 where torch dispatches AVX-512 kernels, else 8."""
     return 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
