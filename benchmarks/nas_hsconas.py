@@ -5,7 +5,8 @@ supernet and screened by one shared latency model:
 
     hsconas-full        constrained evolution with progressive space shrinking + channel scaling of the winner
     hsconas-no-shrink   the same with `shrink=False` (its winner is channel-scaled too)
-    hsconas-no-scaling  the full search's winner as found, without channel scaling (same search as -full)
+    hsconas-no-scaling  no channel scaling at all: the search proposes the first feasible child instead of the
+                        one that spends the most budget (`spend_budget=False`), and its winner is not widened
     random              uniform random search (rejection sampling of the predicted-feasible region)
     evolution           regularized (aging) evolution
 
@@ -28,9 +29,9 @@ b·params + c, fitted to measured random architectures of the space). Peak SRAM:
 bytes (`space.analytic_cost`). The budget is a quantile of the predicted latency of uniform random architectures
 (default the median: mid-range). The width-scaled hand-designed family of the space (ResNet-20, or MobileNetV2:
 every layer k3_e6) is scored by the same proxy. At the end each method's chosen architecture is *measured*;
-with `--retrain-epochs` the best HSCoNAS-full and random models and the family members on either side of the
-budget are trained from scratch with the supernet's recipe (`--retrain-seeds` seeds each) and their test
-accuracy reported (trained accuracy), each pick beside the family interpolated to its predicted latency.
+with `--retrain-epochs` the best model of each HSCoNAS variant and of random, and the family members on either
+side of the budget, are trained from scratch with the supernet's recipe (`--retrain-seeds` seeds each) and their
+test accuracy reported (trained accuracy), each pick beside the family interpolated to its predicted latency.
 
 Everything lands in a work dir (benchmarks/runs/nas_hsconas[-quick]/): supernet checkpoint, latency samples,
 scores, one optuna study and one JSON per method × seed; a rerun skips what is finished. Writes
@@ -65,12 +66,16 @@ from devicefit.space import WIDTH_CHOICES, get_space
 
 ROOT = Path(__file__).resolve().parent
 SHAPE = (3, 32, 32)
-# search key -> (registered method, options); the -no-scaling variant reuses the `hsconas` search
+# search key -> (registered method, options)
 SEARCHES = {"hsconas": ("hsconas", {"shrink": True}), "hsconas-no-shrink": ("hsconas", {"shrink": False}),
+            "hsconas-no-scaling": ("hsconas", {"shrink": True, "spend_budget": False}),
             "random": ("random", {}), "evolution": ("evolution", {})}
 # variant -> (search key, channel scaling of the winner)
 VARIANTS = {"hsconas-full": ("hsconas", True), "hsconas-no-shrink": ("hsconas-no-shrink", True),
-            "hsconas-no-scaling": ("hsconas", False), "random": ("random", False), "evolution": ("evolution", False)}
+            "hsconas-no-scaling": ("hsconas-no-scaling", False), "random": ("random", False),
+            "evolution": ("evolution", False)}
+# searches whose winner some variant widens (`channel_scaling` is computed for these only)
+SCALED = {key for key, scaled in VARIANTS.values() if scaled}
 
 
 def log(msg: str) -> None:
@@ -228,7 +233,7 @@ def run_one(key: str, seed: int, ctx: dict[str, Any], args: Any) -> dict[str, An
     if out.is_file():
         log(f"{key} seed {seed}: done before ({out.name})")
         doc = json.loads(out.read_text())
-        if method == "hsconas" and doc.get("best") and doc["scaling"].get("max_score_drop") != ctx["scaling_max_drop"]:
+        if key in SCALED and doc.get("best") and doc["scaling"].get("max_score_drop") != ctx["scaling_max_drop"]:
             doc["scaling"] = channel_scaling(ArchSpec.from_dict(doc["best"]["spec"]), ctx)  # the search stands
             atomic_write_json(out, doc)
         return doc | {"reused": True}
@@ -246,7 +251,7 @@ def run_one(key: str, seed: int, ctx: dict[str, Any], args: Any) -> dict[str, An
     res = S.run_search(space, objective, cfg, estimate=lambda s: {"latency_ms": lat(s)},
                        storage=ctx["work"] / f"study-{name}.db", study_name=name, on_trial=on_trial)
     doc = res.to_dict() | {"key": key, "search_wall_s": time.perf_counter() - t0}
-    if method == "hsconas" and res.best is not None:
+    if key in SCALED and res.best is not None:
         doc["scaling"] = channel_scaling(res.best.spec, ctx)
     atomic_write_json(out, doc)
     return doc
@@ -389,11 +394,12 @@ def measure_chosen(summary: dict[str, Any], family: list[dict[str, Any]], ctx: d
 def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[Any, Any, Any], ctx: dict[str, Any],
             args: Any) -> list[dict[str, Any]]:
     """Train from scratch (supernet recipe, `--retrain-epochs`, seeds 0 … `--retrain-seeds` − 1) the best chosen
-    model of hsconas-full and of random, and the family members on either side of the budget; test accuracy on
+    model of each HSCoNAS variant (full and both ablations) and of random, and the family members on either side
+    of the budget; test accuracy on
     the held-out test split, averaged over seeds. Each pick is set against the family at its predicted latency
     (linear between the two retrained members; outside them, the nearer one)."""
     picks = [(v, max((c for c in summary[v]["chosen"] if c), key=lambda c: c["accuracy"], default=None))
-             for v in ("hsconas-full", "random")]
+             for v in ("hsconas-full", "hsconas-no-shrink", "hsconas-no-scaling", "random")]
     budget = ctx["budget"]["latency_ms"]
     fam = hand_family(ctx["space"])[0]
     under = [f for f in family if f["latency_ms"] <= budget]
@@ -460,10 +466,9 @@ def plot(doc: dict[str, Any], docs: dict[str, list[dict[str, Any]]], path: Path)
         for i, (variant, row) in enumerate(doc["methods"].items()):
             color = f"C{i}"
             pts = [p for d in docs[VARIANTS[variant][0]] for p in points_of(d, row["channel_scaling"])]
-            if variant != "hsconas-no-scaling":  # same evaluated set as hsconas-full (only the chosen differs)
-                fr = front(pts, cost)
-                ax.step([p[cost] * scale for p in fr], [100 * p["accuracy"] for p in fr], where="post", color=color,
-                        ls=("-", "--", ":", "-.", "-")[i], lw=2.2 - 0.3 * i, label=f"{variant} front (all seeds)")
+            fr = front(pts, cost)
+            ax.step([p[cost] * scale for p in fr], [100 * p["accuracy"] for p in fr], where="post", color=color,
+                    ls=("-", "--", ":", "-.", "-", "--")[i], lw=2.2 - 0.3 * i, label=f"{variant} front (all seeds)")
             ch = [c for c in row["chosen"] if c]
             ax.scatter([c[cost] * scale for c in ch], [100 * c["accuracy"] for c in ch], color=color, marker="*",
                        s=90, edgecolor="k", linewidth=0.5, zorder=5, label=f"{variant} chosen")

@@ -5,6 +5,9 @@ models beat the width-scaled MobileNetV2 family at the same measured latency?
     python benchmarks/nas_lightnas_real.py             # full, resumable: ~45-60 min on a quiet core (estimate)
     python benchmarks/nas_lightnas_real.py --anchor --reuse-from benchmarks/runs/nas_lightnas_real
                                                        # measured anchoring, reusing that run's table and warm-up
+    python benchmarks/nas_lightnas_real.py --width 0.75 --anchor --warmup-epochs 30 --search-epochs 8 \
+        --reuse-from benchmarks/runs/nas_lightnas_real-w075 --name nas_lightnas_real-w075-long
+                                                       # a longer-trained supernet; table and family reused
 
 Steps (each one's result lands in `<work-dir>/state.json`; a rerun with the same settings, or fewer
 `--mbv2-widths`, skips finished steps, training resumes from its checkpoint, another setting is refused):
@@ -32,8 +35,9 @@ With `--anchor`, each search measures its architecture on the machine (`LightNAS
 `--measure-every` architecture steps and in the closing loop after the repair, at most `--max-measurements`
 times), so the table's local bias and the machine's drift up to the search are measured away; raw measured/T
 is then the figure that counts (dividing by the drift since the table's fit would correct twice).
-`--reuse-from DIR` starts a new work dir from another run's table, warm-up and MobileNetV2 family training
-(its settings must match apart from the anchoring ones).
+`--reuse-from DIR` starts a new work dir from another run's latency table, and from its warm-up and MobileNetV2
+family training where the settings each depends on match (`REUSE_KEYS`): a longer warm-up or search still
+reuses the table and the family.
 Writes benchmarks/results/nas_lightnas_real{,-quick}.{json,md} and docs/images/nas-lightnas-real{,-quick}.png.
 """
 
@@ -143,30 +147,46 @@ def settings_of(args: Any) -> dict[str, Any]:
     return {k: getattr(args, k) for k in keys + (ANCHOR_KEYS if args.anchor else ())}
 
 
+# what each reusable step depends on: a step of `--reuse-from` is taken when these settings match
+REUSE_KEYS = {
+    "table": ("width", "n_archs", "passes", "repeats", "seed"),
+    "warmup": ("width", "weight_sharing", "warmup_epochs", "batch_size", "seed", "n_train", "data_dir"),
+    "family": ("train_epochs", "batch_size", "seed", "n_train", "data_dir", "threads"),
+}
+
+
 def reuse(args: Any, state: State) -> None:
-    """Start from `--reuse-from`'s latency table, warm-up and MobileNetV2 family training (same settings
-    apart from anchoring): copied once, into a work dir that has none of them yet."""
+    """Start from `--reuse-from`'s latency table, warm-up and MobileNetV2 family training, each taken when the
+    settings it depends on (`REUSE_KEYS`) match; copied once, into a work dir that has none of them yet. A
+    longer warm-up or search thus still reuses the table and the family's training."""
     src = args.reuse_from
     if not src or (args.work_dir / "latency_table.json").exists():
         return
-    other = read_json(src / "state.json")
-    mine = {k: v for k, v in state.doc["settings"].items() if k not in ANCHOR_KEYS}
-    theirs = {k: v for k, v in other["settings"].items() if k not in ANCHOR_KEYS}
-    if {**theirs, "mbv2_widths": None} != {**mine, "mbv2_widths": None}:
-        raise ConfigError(f"--reuse-from {src}: its run has other settings; reuse needs the same table, warm-up "
-                          "and recipe")
-    for name in ("latency_table.json", "warmup.pt"):
-        shutil.copy2(src / name, args.work_dir / name)
-    for key in ("table", "warmup"):
-        state.put(key, other[key])
-    family = {k: v for k, v in (other.get("train") or {}).items() if k.startswith("mbv2-")}
+    other, mine = read_json(src / "state.json")["settings"], state.doc["settings"]
+    match = {step: all(other.get(k) == mine.get(k) for k in keys) for step, keys in REUSE_KEYS.items()}
+    if not match["table"]:
+        diff = [k for k in REUSE_KEYS["table"] if other.get(k) != mine.get(k)]
+        raise ConfigError(f"--reuse-from {src}: its latency table was fitted with other settings "
+                          f"({', '.join(diff)}); reuse needs at least the same table")
+    doc = read_json(src / "state.json")
+    shutil.copy2(src / "latency_table.json", args.work_dir / "latency_table.json")
+    state.put("table", doc["table"])
+    taken = ["latency table"]
+    if match["warmup"] and (src / "warmup.pt").exists():
+        shutil.copy2(src / "warmup.pt", args.work_dir / "warmup.pt")
+        state.put("warmup", doc["warmup"])
+        taken.append("warm-up")
+    family = {k: v for k, v in (doc.get("train") or {}).items() if k.startswith("mbv2-")} if match["family"] else {}
     for name in family:
         src_onnx = src / "onnx" / f"{name}.onnx"
         if src_onnx.exists():
             (args.work_dir / "onnx").mkdir(parents=True, exist_ok=True)
             shutil.copy2(src_onnx, args.work_dir / "onnx" / f"{name}.onnx")
-    state.put("train", family)
-    log(f"reused {src}: latency table, warm-up, family {sorted(family)}")
+    if family:
+        state.put("train", family)
+        taken.append(f"family {sorted(family)}")
+    state.put("reused_from", {"run": _rel(src), "steps": taken})
+    log(f"reused {src}: {', '.join(taken)}")
 
 
 def log(msg: str) -> None:
@@ -208,27 +228,46 @@ def batches(ds: Any, batch_size: int, seed: int) -> list[tuple[torch.Tensor, tor
 
 
 def warmed_up(args: Any, state: State, net: MBConvSupernet, train_b: list[Any]) -> dict[str, torch.Tensor]:
-    """Weight-only warm-up on uniform paths at the search widths, shared by every target (cached)."""
-    path = args.work_dir / "warmup.pt"
+    """Weight-only warm-up on uniform paths at the search widths, shared by every target (cached; checkpointed
+    after every epoch in `warmup.partial.pt`, so a killed warm-up resumes at its last finished epoch)."""
+    path, partial = args.work_dir / "warmup.pt", args.work_dir / "warmup.partial.pt"
     if path.exists() and state.get("warmup"):
         return torch.load(path, weights_only=True)  # type: ignore[no-any-return]
-    log(f"warm-up: {args.warmup_epochs} epochs, {len(train_b)} batches each")
-    t0, active = time.perf_counter(), net.active_
+    active = net.active_
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    rng = np.random.default_rng(args.seed)
-    for _ in range(args.warmup_epochs):
+    rng, start, wall = np.random.default_rng(args.seed), 0, 0.0
+    if partial.exists():
+        ck = torch.load(partial, weights_only=False)
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        rng.bit_generator.state, start, wall = ck["rng"], ck["epoch"], ck["wall_s"]
+        log(f"warm-up: resuming after epoch {start}")
+    log(f"warm-up: {args.warmup_epochs} epochs, {len(train_b)} batches each")
+    for epoch in range(start, args.warmup_epochs):
+        t0 = time.perf_counter()
         for x, y in train_b:
             net.set_active(net.space.sample(rng).replace(widths=active["widths"])).train()
             loss = F.cross_entropy(net(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
+        wall += time.perf_counter() - t0
+        _save(partial, {"model": net.state_dict(), "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
+                        "epoch": epoch + 1, "wall_s": wall})
+        log(f"  warm-up epoch {epoch + 1}/{args.warmup_epochs}: last loss {loss.item():.3f}, "
+            f"{time.perf_counter() - t0:.0f} s")
     net.set_active(active)
     sd = copy.deepcopy(net.state_dict())
-    torch.save(sd, path.with_suffix(".tmp"))
-    os.replace(path.with_suffix(".tmp"), path)
-    state.put("warmup", {"epochs": args.warmup_epochs, "wall_s": time.perf_counter() - t0})
+    _save(path, sd)
+    state.put("warmup", {"epochs": args.warmup_epochs, "wall_s": wall})
+    partial.unlink(missing_ok=True)
     return sd
+
+
+def _save(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def search(args: Any, state: State, lt: LatencyTable) -> list[dict[str, Any]]:
@@ -403,7 +442,7 @@ def summarize(args: Any, state: State, lt: LatencyTable, searched: list[dict[str
              "measured_min_ms": meas[k]["min_ms"], "measured_max_ms": meas[k]["max_ms"]} for ms, acc, k in family]
     warm = state.get("warmup") or {}
     search_s = warm.get("wall_s", 0.0) + sum(s["search_s"] for s in searched)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("data_dir",)}
+    settings = {k: (_rel(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("data_dir",)}
     settings["work_dir"] = _rel(args.work_dir)
     return {"benchmark": args.name, "settings": settings, "tolerance": TOL, "table": state.get("table") or {
                 "holdout": lt.holdout_, "train_error": lt.train_error_, "constant_ms": lt.constant_ms_,

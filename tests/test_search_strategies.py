@@ -131,6 +131,22 @@ def test_hsconas_without_shrink_keeps_the_full_space() -> None:
         ConstrainedEvolution(SPACE, elite=0)
 
 
+def test_hsconas_spends_the_budget_only_when_asked() -> None:
+    """With `spend_budget` the evolved children use more of the latency budget than without (same seeds)."""
+    def used(spend: bool) -> float:
+        lat = [h.metrics["latency_ms"] for s in range(3) for h in run_search(
+            SPACE, objective, SearchConfig(method="hsconas", n_trials=50, seed=s, options={"spend_budget": spend},
+                                           constraints=(Constraint("latency_ms", LIMIT),)),
+            estimate=estimate).history[20:]]  # after the uniform `init` proposals
+        return float(np.mean(lat)) / LIMIT
+
+    spent, plain = used(True), used(False)
+    assert spent > plain + 0.05, (spent, plain)
+    assert spent > 0.9
+    with pytest.raises(ConfigError, match="spend_budget must be true or false"):
+        ConstrainedEvolution(SPACE, spend_budget="yes")  # type: ignore[arg-type]
+
+
 def test_positional_view_round_trips_and_mutates_inside_allowed() -> None:
     view = positional(SPACE)
     rng = np.random.default_rng(1)

@@ -37,6 +37,8 @@ class ConstrainedEvolution(Strategy):
     - Of up to `n_candidates` feasible, unseen children (screened with `ctx.feasible`), the one with the
       highest estimated budget use (`ctx.utilisation`) is proposed: accuracy grows with capacity, so a child
       that spends more of the budget is the better bet (the idea behind HSCoNAS's channel scaling).
+      `spend_budget=False` turns that off (the first such child is proposed): the ablation of budget
+      spending inside the search, beside `search.scale_channels` on the winner.
     - When no such child turns up, or the driver rejected a proposal (`attempt` >= 1), proposals are uniform
       draws from the allowed values, and from the full space after `4 · patience` attempts, so a converged
       population never stalls the search.
@@ -46,7 +48,7 @@ class ConstrainedEvolution(Strategy):
 
     def __init__(self, space: Any, *, init: int = 20, parents: int = 10, crossover_prob: float = 0.5,
                  shrink: bool = True, stage_trials: int = 20, elite: int = 10, min_share: float = 0.1,
-                 min_size: int = 3000, patience: int = 50, n_candidates: int = 32) -> None:
+                 min_size: int = 3000, patience: int = 50, n_candidates: int = 32, spend_budget: bool = True) -> None:
         super().__init__(space)
         for key, value in (("init", init), ("parents", parents), ("stage_trials", stage_trials), ("elite", elite),
                            ("min_size", min_size), ("patience", patience), ("n_candidates", n_candidates)):
@@ -57,7 +59,10 @@ class ConstrainedEvolution(Strategy):
                               f"{crossover_prob!r}, {min_share!r}")
         self.init, self.parents, self.crossover_prob = init, parents, crossover_prob
         self.shrink, self.stage_trials, self.elite, self.min_share = shrink, stage_trials, elite, min_share
+        if not isinstance(spend_budget, bool):
+            raise ConfigError(f"hsconas spend_budget must be true or false, got {spend_budget!r}")
         self.min_size, self.patience, self.n_candidates = min_size, patience, n_candidates
+        self.spend_budget = spend_budget
 
     def propose(self, history: Sequence[Evaluated], rng: np.random.Generator, ctx: SearchContext,
                 attempt: int = 0) -> ArchSpec:
@@ -75,6 +80,8 @@ class ConstrainedEvolution(Strategy):
             if child in seen or not ctx.feasible(child):
                 continue
             seen.add(child)
+            if not self.spend_budget:
+                return child
             score = ctx.utilisation(child)
             if best is None or score > best[0]:
                 best = (score, child)
