@@ -8,14 +8,16 @@ latency-driven (pruned in rounds until host-ort measures it `--prune-speedup` ti
 fine-tuned, optionally distilled from the unpruned model) and at a fixed channel ratio, each alone and followed
 by int8; unstructured magnitude pruning; LSQ QAT at 8/4/2 bits and mixed precision (PyTorch, fake-quantized).
 Each ONNX row: test accuracy, file bytes, MACs, and batch-1 ONNX Runtime latency (median over interleaved
-rounds, all models in one process) with its ratio to fp32. A last section times plain convolution stacks of
-growing width in fp32 and int8: the int8 speed-up this CPU allows at all.
+rounds, all models in one process) with its ratio to fp32. A `ceiling` section times plain convolution stacks of
+growing width in fp32 and int8: the int8 speed-up this CPU allows at all; a `width` section does the same for
+one zoo design (`--width-model`, default MobileNetV2) at several width multipliers (`--widths`).
 
     python benchmarks/compression.py --data-dir ../shared/data --runs resnet8-cifar10-full --distill \
         --qat-epochs 2 --finetune-epochs 4 --prune-steps 1                   # the full run (~45 min, 1 thread)
     python benchmarks/compression.py --runs mobilenet_v2-cifar10-subset --distill --name compression-mbv2-subset
     python benchmarks/compression.py --data-dir ../shared/data --runs resnet8-cifar10-full --distill \
         --sections qat --qat w4 --qat-epochs 5 --name compression-lsq   # one part alone, into its own file
+    python benchmarks/compression.py --runs --sections width --name compression-width   # int8 gain by width
     python benchmarks/compression.py --quick                                  # a smoke run (minutes)
 
 Writes benchmarks/results/<name>.{json,md} atomically (default name compression[-quick]). Calibration uses
@@ -63,7 +65,8 @@ ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 RUNS = ("mobilenet_v2-cifar10-subset", "resnet8-cifar10-full")
 SHAPE = (3, 32, 32)
-SECTIONS = ("ptq", "prune", "qat", "ceiling")
+SECTIONS = ("ptq", "prune", "qat", "ceiling", "width")
+WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.4)
 
 
 def load_run(name: str) -> nn.Module:
@@ -351,14 +354,39 @@ def kernel_ceiling(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     return out
 
 
-def time_ceiling(rows: list[dict[str, Any]], work: Path, args: argparse.Namespace) -> None:
+def time_ceiling(rows: list[dict[str, Any]], work: Path, args: argparse.Namespace, stem: str = "ceiling") -> None:
     for r in rows:
-        files = {p: work / f"ceiling{r['width']}-{p}.onnx" for p in ("fp32", "int8")}
+        files = {p: work / f"{stem}{r['width']}-{p}.onnx" for p in ("fp32", "int8")}
         lat = interleaved_latency(files, args.rounds, max(10, args.repeats // 4), (3, r["size"], r["size"]))
         fp, q = lat["fp32"]["median_ms"], lat["int8"]["median_ms"]
         r.update(fp32_ms=fp, int8_ms=q, speedup=lat["int8"]["paired_speedup"], fp32_gmacs_per_s=r["macs"] / fp / 1e6,
                  int8_gmacs_per_s=r["macs"] / q / 1e6)
-        print(f"  ceiling c={r['width']} {r['size']}x{r['size']}: x{r['speedup']:.2f}", flush=True)
+        print(f"  {stem} c={r['width']} {r['size']}x{r['size']}: x{r['speedup']:.2f}", flush=True)
+
+
+def width_sweep(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """fp32 vs our int8 (percentile, per-channel U8S8) of `--width-model` at each of `--widths` (width_mult),
+    untrained (BatchNorm statistics settled on calibration images; latency does not depend on weight values),
+    each pair timed interleaved: how the int8 speed-up of one zoo design grows with its channel counts."""
+    train = D.load_dataset("cifar10", "train", args.data_dir)
+    calib_ds = D.calibration_split(train, args.n_calib, seed=0)
+    x = D.to_float_tensor(calib_ds, calib_ds.x)
+    out = []
+    for w in args.widths:
+        torch.manual_seed(0)
+        net = M.build(ArchSpec(args.width_model, {"width_mult": w, "input_shape": SHAPE}))
+        with torch.no_grad():  # settle BN statistics so activations have realistic ranges
+            net.train()
+            for i in range(0, len(x), 64):
+                net(x[i:i + 64])
+        net.eval()
+        export_onnx(net, SHAPE, tmp / f"width{w}-fp32.onnx", dynamic_batch=True)
+        PostTrainingQuantizer(PTQConfig(calibrator="percentile")).calibrate(net, x.numpy(), SHAPE).save(
+            tmp / f"width{w}-int8.onnx")
+        out.append({"model": args.width_model, "width": w, "size": SHAPE[1], "macs": analyze(net, SHAPE).macs,
+                    "params": sum(q.numel() for q in net.parameters())})
+    time_ceiling(out, tmp, args, stem="width")
+    return out
 
 
 def retime(path: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -372,12 +400,13 @@ def retime(path: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
         result.update(machine_at_run=result["machine"], machine=here)
     for m in result["models"]:
         time_rows(m["rows"], work, args)
-    if result.get("kernel_ceiling"):
-        kept = [r for r in result["kernel_ceiling"] if (work / f"ceiling{r['width']}-int8.onnx").exists()]
-        if len(kept) < len(result["kernel_ceiling"]):
-            print(f"  kernel ceiling: {len(result['kernel_ceiling']) - len(kept)} width(s) not in {work}, left out")
-        result["kernel_ceiling"] = kept
-        time_ceiling(kept, work, args)
+    for key, stem in (("kernel_ceiling", "ceiling"), ("width_sweep", "width")):
+        if result.get(key):
+            kept = [r for r in result[key] if (work / f"{stem}{r['width']}-int8.onnx").exists()]
+            if len(kept) < len(result[key]):
+                print(f"  {key}: {len(result[key]) - len(kept)} width(s) not in {work}, left out")
+            result[key] = kept
+            time_ceiling(kept, work, args, stem=stem)
     return result
 
 
@@ -452,6 +481,19 @@ def markdown(result: dict[str, Any]) -> str:
                          f"{r['int8_ms']:.3f} | {r['speedup']:.2f} | {r['fp32_gmacs_per_s']:.1f} | "
                          f"{r['int8_gmacs_per_s']:.1f} |")
         lines.append("")
+    if result.get("width_sweep"):
+        model = result["width_sweep"][0]["model"]
+        lines += [f"## int8 vs fp32 by width: `{model}`", "",
+                  f"The zoo's `{model}` at each width multiplier, untrained (BatchNorm statistics settled on the "
+                  "calibration images; latency does not depend on the weight values), fp32 vs our int8 (percentile, "
+                  "U8S8 per-channel QDQ), each pair timed interleaved as above.", "",
+                  "| width | MACs | params | fp32 ms | int8 ms | int8 speed-up × | fp32 GMAC/s | int8 GMAC/s |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in result["width_sweep"]:
+            lines.append(f"| {r['width']:g} | {r['macs']:,} | {r['params']:,} | {r['fp32_ms']:.3f} | "
+                         f"{r['int8_ms']:.3f} | {r['speedup']:.2f} | {r['fp32_gmacs_per_s']:.1f} | "
+                         f"{r['int8_gmacs_per_s']:.1f} |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -491,6 +533,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=100)
     p.add_argument("--adaround-iters", type=int, default=0, help="AdaRound iterations per layer (0: 300, quick 50)")
     p.add_argument("--no-ceiling", action="store_true", help="skip the int8-vs-fp32 kernel ceiling section")
+    p.add_argument("--width-model", default="mobilenet_v2", help="zoo model of the `width` section")
+    p.add_argument("--widths", type=float, nargs="+", default=list(WIDTHS),
+                   help="width multipliers of the `width` section")
     p.add_argument("--work-dir", help="keep the ONNX files here (default: a temporary folder)")
     p.add_argument("--retime", action="store_true",
                    help="only re-time the files a finished run kept in --work-dir and rewrite its results")
@@ -517,8 +562,9 @@ def main() -> None:
             work.mkdir(parents=True, exist_ok=True)
             models = [bench_model(run, args, work) for run in args.runs]
             ceiling = kernel_ceiling(args, work) if "ceiling" in args.sections and not args.no_ceiling else []
+            widths = width_sweep(args, work) if "width" in args.sections else []
         result = {"quick": args.quick, "args": vars(args), "machine": machine_info(), "rounds": args.rounds,
-                  "repeats": args.repeats, "models": models, "kernel_ceiling": ceiling}
+                  "repeats": args.repeats, "models": models, "kernel_ceiling": ceiling, "width_sweep": widths}
     atomic_write_json(RESULTS / f"{stem}.json", result)
     atomic_write_text(RESULTS / f"{stem}.md", markdown(result))
     print(markdown(result))

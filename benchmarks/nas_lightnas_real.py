@@ -151,7 +151,7 @@ def settings_of(args: Any) -> dict[str, Any]:
 REUSE_KEYS = {
     "table": ("width", "n_archs", "passes", "repeats", "seed"),
     "warmup": ("width", "weight_sharing", "warmup_epochs", "batch_size", "seed", "n_train", "data_dir"),
-    "family": ("train_epochs", "batch_size", "seed", "n_train", "data_dir", "threads"),
+    "family": ("train_epochs", "batch_size", "seed", "n_train", "data_dir"),  # threads: speed, not the recipe
 }
 
 
