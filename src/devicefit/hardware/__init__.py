@@ -1,6 +1,6 @@
 """Device targets, profilers, cost and latency models, and the measured NAS tables."""
 
-from ._channels import channel_multiple
+from ._channels import channel_floor, channel_multiple
 from ._encoding import ENCODINGS, FBNET, NB201, CellEncoding, get_encoding
 from ._interleaved import InterleavedLatency, measure_interleaved
 from ._layers import BlockLatency, LayerLatency, LayerProfile, aggregate_by_block, layer_latencies
@@ -85,6 +85,7 @@ __all__ = [
     "Workspace",
     "aggregate_by_block",
     "analytic_peak_activation_bytes",
+    "channel_floor",
     "channel_multiple",
     "check_budgets",
     "conv_workspace",

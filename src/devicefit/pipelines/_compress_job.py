@@ -303,11 +303,13 @@ def _prune(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
     else:
         finetune = _finetune_fn(ctx, teacher)
         prune = cfg.prune
-        if prune.round_to == "auto":  # the target's channel multiple (its CPU's fp32 SIMD width)
-            from devicefit.hardware import channel_multiple
+        if prune.round_to == "auto":  # the target's channel multiple (its CPU's fp32 SIMD width) and floor
+            from devicefit.hardware import channel_floor, channel_multiple
 
-            prune = dataclasses.replace(prune, round_to=channel_multiple(cfg.target))
-            ctx.log("round_to=auto: channel counts in multiples of %d on %s", prune.round_to, cfg.target)
+            prune = dataclasses.replace(prune, round_to=channel_multiple(cfg.target),
+                                        round_floor=prune.round_floor or channel_floor(cfg.target))
+            ctx.log("round_to=auto: channel counts in multiples of %d on %s%s", prune.round_to, cfg.target,
+                    f" ({prune.round_floor} below that)" if prune.round_floor else "")
         if cfg.latency_ms is not None or cfg.speedup is not None:
             lcfg = C.LatencyPruneConfig(latency_ms=cfg.latency_ms, speedup=cfg.speedup, target=cfg.target,
                                         max_step_ratio=cfg.max_step_ratio, prune=prune,
@@ -316,7 +318,7 @@ def _prune(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
         else:
             res = C.StructuredPruner(prune).fit(ctx.src.model, shape, finetune=finetune).result_
             net, details = res.model, res.to_dict()
-        details = {**details, "round_to": prune.round_to}
+        details = {**details, "round_to": prune.round_to, "round_floor": prune.round_floor}
         if cfg.final_epochs:
             T.save_weights(net, stash)
             atomic_write_json(stash_details, details)
