@@ -128,6 +128,8 @@ def _process_group() -> Iterator[TorchDistributed | None]:
         started = True
     try:
         yield TorchDistributed() if dist.is_initialized() and dist.get_world_size() > 1 else None
+        if started:  # all ranks reach the teardown together: a rank that tore gloo down while its peer still
+            dist.barrier()  # held the connection aborted that peer ("terminate called ...") in ~2 of 5 launches
     finally:
         if started:
             dist.destroy_process_group()
