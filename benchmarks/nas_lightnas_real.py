@@ -162,13 +162,13 @@ def reuse(args: Any, state: State) -> None:
     src = args.reuse_from
     if not src or (args.work_dir / "latency_table.json").exists():
         return
-    other, mine = read_json(src / "state.json")["settings"], state.doc["settings"]
+    doc = read_json(src / "state.json")
+    other, mine = doc["settings"], state.doc["settings"]
     match = {step: all(other.get(k) == mine.get(k) for k in keys) for step, keys in REUSE_KEYS.items()}
     if not match["table"]:
         diff = [k for k in REUSE_KEYS["table"] if other.get(k) != mine.get(k)]
         raise ConfigError(f"--reuse-from {src}: its latency table was fitted with other settings "
                           f"({', '.join(diff)}); reuse needs at least the same table")
-    doc = read_json(src / "state.json")
     shutil.copy2(src / "latency_table.json", args.work_dir / "latency_table.json")
     state.put("table", doc["table"])
     taken = ["latency table"]
