@@ -350,11 +350,12 @@ def kernel_ceiling(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
         x = np.random.default_rng(0).random((32, *shape), dtype=np.float32)
         PostTrainingQuantizer(PTQConfig()).calibrate(net, x, shape).save(tmp / f"ceiling{width}-int8.onnx")
         out.append({"width": width, "size": size, "macs": analyze(net, shape).macs})
-    time_ceiling(out, tmp, args)
+    time_pairs(out, tmp, args)
     return out
 
 
-def time_ceiling(rows: list[dict[str, Any]], work: Path, args: argparse.Namespace, stem: str = "ceiling") -> None:
+def time_pairs(rows: list[dict[str, Any]], work: Path, args: argparse.Namespace, stem: str = "ceiling") -> None:
+    """Time each row's `<stem><width>-fp32.onnx` beside its int8 twin (interleaved) and add the figures to it."""
     for r in rows:
         files = {p: work / f"{stem}{r['width']}-{p}.onnx" for p in ("fp32", "int8")}
         lat = interleaved_latency(files, args.rounds, max(10, args.repeats // 4), (3, r["size"], r["size"]))
@@ -385,7 +386,7 @@ def width_sweep(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
             tmp / f"width{w}-int8.onnx")
         out.append({"model": args.width_model, "width": w, "size": SHAPE[1], "macs": analyze(net, SHAPE).macs,
                     "params": sum(q.numel() for q in net.parameters())})
-    time_ceiling(out, tmp, args, stem="width")
+    time_pairs(out, tmp, args, stem="width")
     return out
 
 
@@ -406,7 +407,7 @@ def retime(path: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
             if len(kept) < len(result[key]):
                 print(f"  {key}: {len(result[key]) - len(kept)} width(s) not in {work}, left out")
             result[key] = kept
-            time_ceiling(kept, work, args, stem=stem)
+            time_pairs(kept, work, args, stem=stem)
     return result
 
 

@@ -395,9 +395,8 @@ def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[A
             args: Any) -> list[dict[str, Any]]:
     """Train from scratch (supernet recipe, `--retrain-epochs`, seeds 0 … `--retrain-seeds` − 1) the best chosen
     model of each HSCoNAS variant (full and both ablations) and of random, and the family members on either side
-    of the budget; test accuracy on
-    the held-out test split, averaged over seeds. Each pick is set against the family at its predicted latency
-    (linear between the two retrained members; outside them, the nearer one)."""
+    of the budget; test accuracy on the held-out test split, averaged over seeds. Each pick is set against the
+    family at its predicted latency (linear between the two retrained members; outside them, the nearer one)."""
     picks = [(v, max((c for c in summary[v]["chosen"] if c), key=lambda c: c["accuracy"], default=None))
              for v in ("hsconas-full", "hsconas-no-shrink", "hsconas-no-scaling", "random")]
     budget = ctx["budget"]["latency_ms"]
