@@ -12,6 +12,12 @@ finetune.epochs + final_epochs epochs, in `benchmarks/runs/<name>` (checkpointed
 writes benchmarks/results/<name>.{json,md}: source, control and pruned accuracy (ONNX Runtime, full test set).
 When SOURCE is not the pruned run's source checkpoint (e.g. retrained with the same recipe in another session),
 the table says so and gives both sources' accuracy.
+
+To train the control while the pruning job still runs, give `--prune-result` the pruning run's directory and
+`--epochs N`: the recipe comes from the run's `config.json` (written when it starts), the control trains N
+epochs, and the script then waits for the run's `compress.json` and refuses to write a result when the pruned
+network's epoch count differs from N. The result then links the record as `<run name>.json`, the name to copy
+it under in benchmarks/results.
 """
 
 from __future__ import annotations
@@ -33,8 +39,12 @@ ROOT = Path(__file__).resolve().parent
 def parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("source", type=Path, help="the unpruned source run directory")
-    ap.add_argument("--prune-result", type=Path, required=True, help="the pruning job's compress.json")
-    ap.add_argument("--data-dir", default="../shared/data", help="full dataset copies (default ../shared/data)")
+    ap.add_argument("--prune-result", type=Path, required=True,
+                    help="the pruning job's compress.json, or its run directory (with --epochs)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="control epochs, to start before the pruning job ends (checked against it afterwards)")
+    ap.add_argument("--data-dir", default="../shared/data",
+                    help="full dataset copies (default ../shared/data; '' = the bundled subset)")
     ap.add_argument("--name", default="prune-control", help="results stem and run folder name")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: the pruning run's)")
     return ap.parse_args()
@@ -42,11 +52,17 @@ def parse() -> argparse.Namespace:
 
 def main() -> None:
     args = parse()
-    pruned = read_json(args.prune_result)
-    pcfg, pm = pruned["config"], pruned["metrics"]
-    rounds = max(len(pm["details"].get("history", [])) - 1, 0)  # the first entry is the unpruned timing
-    ft = from_dict(TrainConfig, pcfg["finetune"])
-    epochs = rounds * ft.epochs + int(pcfg.get("final_epochs", 0))
+    record = args.prune_result / "compress.json" if args.prune_result.is_dir() else args.prune_result
+    if args.epochs is None:
+        pcfg = read_json(record)["config"]
+        epochs = pruned_epochs(read_json(record))
+    elif args.epochs < 1:
+        raise SystemExit(f"--epochs must be >= 1, got {args.epochs}")
+    elif not args.prune_result.is_dir():
+        raise SystemExit(f"--epochs needs --prune-result to be the pruning run's directory, got {args.prune_result}")
+    else:
+        pcfg = read_json(args.prune_result / "config.json")["config"]
+        epochs = args.epochs
     overrides: dict[str, Any] = {"epochs": epochs}
     if args.threads:
         overrides["threads"] = args.threads
@@ -55,16 +71,27 @@ def main() -> None:
     cfg = CompressJobConfig(source=str(args.source), method="finetune", run_dir=str(run_dir), finetune=ft,
                             distill=bool(pcfg.get("distill")), latency_rounds=int(pcfg.get("latency_rounds", 5)),
                             latency_repeats=int(pcfg.get("latency_repeats", 30)),
-                            data=from_dict(DataConfig, {**pcfg["data"], "data_dir": args.data_dir}))
-    print(f"[{time.strftime('%H:%M:%S')}] control: {args.source.name} fine-tuned {epochs} epochs "
-          f"({rounds} rounds x {pcfg['finetune']['epochs']} + {pcfg.get('final_epochs', 0)} final), lr {ft.lr}",
+                            data=from_dict(DataConfig, {**pcfg["data"], "data_dir": args.data_dir or None}))
+    print(f"[{time.strftime('%H:%M:%S')}] control: {args.source.name} fine-tuned {epochs} epochs, lr {ft.lr}",
           flush=True)
     t0 = time.perf_counter()
     m = run_compress_job(cfg)
     wall_s = time.perf_counter() - t0
+    while not record.exists():  # --epochs: the pruning job may still be running
+        print(f"[{time.strftime('%H:%M:%S')}] control trained; waiting for {record}", flush=True)
+        time.sleep(60)
+    pruned = read_json(record)
+    pm = pruned["metrics"]
+    rounds = max(len(pm["details"].get("history", [])) - 1, 0)  # the first entry is the unpruned timing
+    if pruned_epochs(pruned) != epochs:
+        raise SystemExit(f"the pruned network trained {pruned_epochs(pruned)} epochs ({rounds} rounds), the control "
+                         f"{epochs} (--epochs): not a matched control; rerun with --epochs {pruned_epochs(pruned)} "
+                         "and a new --name")
     same_source = (pm["before"]["accuracy"] == m["before"]["accuracy"])
-    doc = {"benchmark": args.name, "source": args.source.name, "prune_result": args.prune_result.name,
-           "epochs": epochs, "rounds": rounds, "finetune": pcfg["finetune"] | overrides,
+    linked = record.name if record == args.prune_result else f"{args.prune_result.name}.json"
+    doc = {"benchmark": args.name, "source": args.source.name, "prune_result": linked,
+           "epochs": epochs, "rounds": rounds, "round_epochs": int(pruned["config"]["finetune"]["epochs"]),
+           "final_epochs": int(pruned["config"].get("final_epochs", 0)), "finetune": pcfg["finetune"] | overrides,
            "source_accuracy": m["before"]["accuracy"], "control_accuracy": m["after"]["accuracy"],
            "pruned_source_accuracy": pm["before"]["accuracy"], "pruned_accuracy": pm["after"]["accuracy"],
            "pruned_speedup": pm.get("speedup"), "pruned_macs": pm["after"]["macs"], "macs": m["before"]["macs"],
@@ -75,10 +102,16 @@ def main() -> None:
            "wall_s": wall_s, "machine": machine_info(), "control_record": m}
     out = ROOT / "results" / args.name
     doc = json.loads(json.dumps(doc, default=str).replace(str(ROOT.parent) + "/", "").replace(
-        str(Path(args.data_dir).resolve()), args.data_dir))  # results carry no machine paths
+        str(Path(args.data_dir or ".").resolve()), args.data_dir or "."))  # results carry no machine paths
     atomic_write_json(out.with_suffix(".json"), doc)
     atomic_write_text(out.with_suffix(".md"), markdown(doc))
     print(markdown(doc))
+
+
+def pruned_epochs(pruned: dict[str, Any]) -> int:
+    """Epochs the pruned network trained: each pruning round's fine-tune plus the final fine-tune."""
+    rounds = max(len(pruned["metrics"]["details"].get("history", [])) - 1, 0)  # entry 0 is the unpruned timing
+    return rounds * int(pruned["config"]["finetune"]["epochs"]) + int(pruned["config"].get("final_epochs", 0))
 
 
 def markdown(d: dict[str, Any]) -> str:
@@ -86,7 +119,7 @@ def markdown(d: dict[str, Any]) -> str:
     pts = lambda v: f"{100 * v:+.2f}"  # noqa: E731
     lines = [f"# Matched control of a pruning run ({d['benchmark']})", "",
              f"Control: the unpruned `{d['source']}` fine-tuned {d['epochs']} epochs ({d['rounds']} pruning rounds × "
-             f"{d['finetune']['epochs'] if d['rounds'] else 0} + the final fine-tune) with the pruning run's recipe "
+             f"{d['round_epochs']} + {d['final_epochs']} final) with the pruning run's recipe "
              f"(SGD lr {d['finetune']['lr']}, {d['finetune']['schedule']}, batch {d['finetune']['batch_size']}, "
              f"{d['finetune']['threads']} threads; {d['wall_s'] / 60:.0f} min), method `finetune` of the compress job. "
              "Pruned: "
