@@ -240,6 +240,7 @@ def test_a_goal_beyond_what_pruning_can_remove_stops_with_the_reason(monkeypatch
                              prune=PruneConfig(round_to=4, max_layer_ratio=0.5))
     _, record = prune_to_latency(model, shape, cfg)
     assert record["reached"] is False and len(record["history"]) < 31
-    assert "removes anything more" in record["stopped"] and "max_layer_ratio=0.5" in record["stopped"]
+    assert "removes anything more" in record["stopped"] and "max_layer_ratio=0.5" in record["stopped"] \
+        and "round_floor=0" in record["stopped"]
     with pytest.raises(BudgetError, match=r"goal 50x speed-up on host-ort not reached .*removes anything more"):
         prune_to_latency(model, shape, cfg, strict=True)

@@ -145,8 +145,8 @@ def prune_to_latency(model: nn.Module, input_shape: tuple[int, ...], cfg: Latenc
         step_result = _smallest_sufficient_step(net, history[-1]["macs"], input_shape, cfg, ratio, cut)
         if step_result is None:
             stopped = (f"round {step}: no candidate up to ratio {min(2 * ratio, cfg.max_step_ratio):.3g} removes "
-                       f"anything more (round_to={cfg.prune.round_to}, max_layer_ratio="
-                       f"{cfg.prune.max_layer_ratio})")
+                       f"anything more (round_to={cfg.prune.round_to}, round_floor={cfg.prune.round_floor}, "
+                       f"max_layer_ratio={cfg.prune.max_layer_ratio})")
             break
         net, chosen, candidates = step_result
         if finetune is not None:
