@@ -13,6 +13,7 @@ supernet and screened by one shared latency model:
     python benchmarks/nas_hsconas.py --quick            # smoke run, ~5 min on 1 thread
     python benchmarks/nas_hsconas.py                    # resnet_cifar, warm-started: ~45 min on 1 thread
     python benchmarks/nas_hsconas.py --retrain-epochs 5 # then: also retrain the chosen models (reuses the rest)
+    python benchmarks/nas_hsconas.py --retime           # then, on a quiet machine: time the chosen models again
     python benchmarks/nas_hsconas.py --space mbconv --out benchmarks/results/nas_hsconas-mbconv \
         --work-dir benchmarks/runs/nas_hsconas-mbconv    # the MobileNetV2-layout space, supernet from scratch
 
@@ -358,9 +359,11 @@ def family_points(ctx: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def measurer(ctx: dict[str, Any], args: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """Measured batch-1 latency (median of 3 fresh sessions) of a spec dict, cached in the work dir."""
+    """Measured batch-1 latency (median of 3 fresh sessions) of a spec dict, cached in the work dir. With
+    `--retime` the cache is not read: every network is measured again and the new figure appended (the last
+    line of a spec wins on the next read)."""
     path = ctx["work"] / f"measured-{tag([args.precision, args.repeats])}.jsonl"
-    done = {r["spec_json"]: r for r in read_jsonl(path) if "spec_json" in r}
+    done = {} if args.retime else {r["spec_json"]: r for r in read_jsonl(path) if "spec_json" in r}
 
     def measure(spec_dict: dict[str, Any]) -> dict[str, Any]:
         spec = ArchSpec.from_dict(spec_dict)
@@ -513,7 +516,9 @@ def markdown(doc: dict[str, Any]) -> str:
              "the same random architectures (common random numbers). Channel scaling's proxy evaluations come on "
              "top of the search's candidates (column below). "
              f"Wall {doc['wall_s'] / 60:.1f} min this run ({doc['searches_reused']} of {doc['searches_total']} "
-             "searches reused from the work dir) on 1 torch thread (shared machine: latencies noisy).", "",
+             "searches reused from the work dir) on 1 torch thread"
+             f"{'; chosen and family networks re-timed (--retime)' if doc['settings'].get('retime') else ''}"
+             " (shared machine: latencies noisy).", "",
              "| method | best proxy acc. (%) | chosen pred. latency (ms) | measured / predicted | HV acc–latency | "
              f"HV acc–SRAM | violations | {doc['family_name']} dominated (latency / SRAM) | "
              "space left after shrinking |",
@@ -599,6 +604,9 @@ def parse_args() -> argparse.Namespace:
                          "(default: no guard, spend the budget)")
     ap.add_argument("--retrain-epochs", type=int, default=0, help="retrain the chosen models (0 = no)")
     ap.add_argument("--retrain-seeds", type=int, default=1, help="training seeds per retrained model")
+    ap.add_argument("--retime", action="store_true",
+                    help="measure the chosen and family networks again (e.g. on a quiet machine) instead of reading "
+                         "the cached figures; everything else is reused from the work dir")
     ap.add_argument("--work-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
