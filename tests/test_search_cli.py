@@ -61,6 +61,9 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["search", "--space", "mbconv", "--target", "host-ort", "--latency-ms", "1", "--method",
                  "random", "--option", "oops", "--out", str(tmp_path / "z.json")]) == 2
     assert "--option takes KEY=VALUE, got 'oops'" in capsys.readouterr().err
+    assert main(["search", "--space", "mbconv", "--target", "host-ort", "--latency-ms", "1", "--method",
+                 "random", "--path-sampling", "zigzag", "--out", str(tmp_path / "z.json")]) == 2
+    assert "path_sampling must be one of sandwich, uniform, got 'zigzag'" in capsys.readouterr().err
     assert not (tmp_path / "z.json").exists()
 
 
@@ -227,7 +230,8 @@ def test_cli_supernet_search_records_verifies_and_resumes(method: str, tmp_path:
     out, work = tmp_path / "s.json", tmp_path / "work"
     scaling = method == "hsconas"
     common = [*SUPERNET, "--method", method, "--out", str(out), "--work-dir", str(work),
-              *(["--scaling-max-drop", "0"] if scaling else ["--no-channel-scaling", "--retrain-epochs", "1"])]
+              *(["--scaling-max-drop", "0"] if scaling else ["--no-channel-scaling", "--retrain-epochs", "1",
+                                                            "--path-sampling", "sandwich"])]
     assert main([*common, "--latency-ms", "1e-4"]) == 2
     err = capsys.readouterr().err
     assert "below the smallest network of mbconv on host-ort:" in err and "ms measured" in err
@@ -263,6 +267,7 @@ def test_cli_supernet_search_records_verifies_and_resumes(method: str, tmp_path:
     widen = [step for step in c["channel_scaling"] if step["move"] == "widen"]
     assert all(step["cost"] <= budget for step in widen)
     if not scaling:  # random: no scaling; the chosen network retrained from scratch, its test accuracy kept
+        assert record["config"]["path_sampling"] == "sandwich"  # its supernet trained by the sandwich rule
         assert c["channel_scaling"] == [] and record["retrain"]["epochs"] == 1
         assert 0.0 <= record["retrain"]["test_accuracy"] <= 1.0
         assert (Path(record["retrain"]["run_dir"]) / "model.pt").is_file()

@@ -55,6 +55,10 @@ class SearchCommand:
                             "accuracy (default 0: supernet-weight accuracy only)")
         h = parser.add_argument_group("supernet spaces: hsconas, evolution, random")
         h.add_argument("--supernet-epochs", type=int, default=2, help="supernet training epochs (default 2)")
+        h.add_argument("--path-sampling", default="uniform",
+                       help="paths per supernet step: uniform (one, default) or sandwich (largest + smallest + "
+                            "--n-random uniform ones, distilled from the largest; about 3x the time per epoch)")
+        h.add_argument("--n-random", type=int, default=1, help="uniform paths per sandwich step (default 1)")
         h.add_argument("--latency-samples", type=int, default=16,
                        help="networks timed for the latency model (default 16; reused once measured)")
         h.add_argument("--no-channel-scaling", action="store_true", help="skip HSCoNAS channel scaling")
@@ -170,7 +174,8 @@ def _supernet(args: argparse.Namespace, out: Output) -> int:
     cfg = SupernetSearchJobConfig(
         latency_ms=args.latency_ms, work_dir=args.work_dir or str(path.with_suffix("")) + "-work", space=args.space,
         method=args.method, target=args.target, data=args.data, data_dir=args.data_dir, n_train=args.n_train,
-        supernet_epochs=args.supernet_epochs, n_trials=args.n_trials, options=_options(args.option),
+        supernet_epochs=args.supernet_epochs, path_sampling=args.path_sampling, n_random=args.n_random,
+        n_trials=args.n_trials, options=_options(args.option),
         latency_samples=args.latency_samples, channel_scaling=not args.no_channel_scaling,
         scaling_max_drop=args.scaling_max_drop,
         bn_batches=args.bn_batches, retrain_epochs=args.retrain_epochs, threads=args.threads,

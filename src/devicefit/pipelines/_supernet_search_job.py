@@ -5,7 +5,8 @@ Steps (work folder `work_dir`; each resumes where a killed run stopped):
 1. latency model: `latency_samples` architectures of the space (its smallest and largest among them) timed on
    `target`, one JSON line each, and a non-negative fit of latency on MACs and parameters
    (`_search_cost.build_cost_model`); a budget below the smallest network's estimate → `BudgetError` naming it;
-2. the supernet, trained by uniform single-path sampling for `supernet_epochs` (checkpointed);
+2. the supernet, trained for `supernet_epochs` by uniform single-path sampling or the sandwich rule
+   (`path_sampling`; checkpointed);
 3. the search (Optuna ask/tell, SQLite study `storage`): each candidate is scored by the validation accuracy of
    its supernet path after BatchNorm re-estimation, candidates estimated over the budget are screened out;
 4. HSCoNAS dynamic channel scaling (`channel_scaling`): the winner's stage widths are widened, best supernet
@@ -59,7 +60,9 @@ class SupernetSearchJobConfig:
     """One search. latency_ms: the budget on `target` (a host target); method: hsconas, evolution or random
     with `options` (merged over `default_options(method, n_trials)`); n_trials: evaluated candidates;
     supernet_epochs/batch_size/lr: supernet training on `data` (`n_train` images, 0 = all; `val_fraction` held
-    out for scoring); latency_samples/latency_repeats: the latency model's measured architectures and timed
+    out for scoring); path_sampling/n_random: how a supernet step picks its paths (`train.PATH_SAMPLINGS`:
+    "uniform", or "sandwich" = largest + smallest + `n_random` uniform paths with in-place distillation);
+    latency_samples/latency_repeats: the latency model's measured architectures and timed
     runs each; bn_batches: BatchNorm re-estimation batches per scored path; channel_scaling: HSCoNAS scaling
     of the winner (`scaling_max_drop`: stop widening when the proxy falls by more than this, keeping the
     best-scoring widths; None: spend the budget); verify_sessions: fresh sessions timing the chosen network;
@@ -78,6 +81,8 @@ class SupernetSearchJobConfig:
     supernet_epochs: int = 2
     batch_size: int = 128
     lr: float = 0.05
+    path_sampling: str = "uniform"
+    n_random: int = 1
     n_trials: int = 100
     options: Mapping[str, Any] = field(default_factory=dict)
     latency_samples: int = 16
@@ -102,6 +107,12 @@ class SupernetSearchJobConfig:
                               f"has its own job), got {self.method!r}")
         for name in ("supernet_epochs", "batch_size", "n_trials", "bn_batches", "verify_sessions", "threads"):
             check_int(name, getattr(self, name), 1)
+        check_int("n_random", self.n_random, 1)
+        from devicefit.train import PATH_SAMPLINGS  # torch only once a job is configured
+
+        if self.path_sampling not in PATH_SAMPLINGS:
+            raise ConfigError(f"path_sampling must be one of {', '.join(PATH_SAMPLINGS.names())}, "
+                              f"got {self.path_sampling!r}")
         check_int("latency_samples", self.latency_samples, 4)
         check_int("latency_repeats", self.latency_repeats, 3)
         check_int("n_train", self.n_train)
@@ -178,15 +189,17 @@ def run_supernet_search_job(cfg: SupernetSearchJobConfig, out: str | Path, *, lo
     # 2. supernet
     tcfg = T.TrainConfig(epochs=cfg.supernet_epochs, batch_size=cfg.batch_size, lr=cfg.lr, threads=cfg.threads,
                          seed=cfg.seed)
+    sampling = {} if cfg.path_sampling == "uniform" else {"path_sampling": cfg.path_sampling, "n_random": cfg.n_random}
     sup_tag = _tag({"space": cfg.space, "train": to_dict(tcfg), "data": cfg.data, "n_train": cfg.n_train,
-                    "val_fraction": cfg.val_fraction, "n": len(train)})
+                    "val_fraction": cfg.val_fraction, "n": len(train), **sampling})
     torch.manual_seed(cfg.seed)
     supernet = space.supernet(num_classes=classes, input_shape=shape)
     sup_dir = work / f"supernet-{sup_tag}"
-    say(f"supernet: {cfg.supernet_epochs} epoch(s) of uniform single-path training on {len(train)} images "
-        f"({sup_dir.name})")
+    say(f"supernet: {cfg.supernet_epochs} epoch(s) of {T.PATH_SAMPLINGS.get(cfg.path_sampling).describe} "
+        f"training on {len(train)} images ({sup_dir.name})")
     T.fit_supernet(supernet, train, tcfg, run_dir=sup_dir, progress=progress, log=say, seed_paths=cfg.seed,
-                   augment_default=D.DATASETS.get(cfg.data).augment)
+                   augment_default=D.DATASETS.get(cfg.data).augment, path_sampling=cfg.path_sampling,
+                   n_random=cfg.n_random)
     score = _SubnetScorer(supernet, train, val, bn_batches=cfg.bn_batches, batch_size=cfg.batch_size,
                           path=sup_dir / f"scores-bn{cfg.bn_batches}-seed{cfg.seed}.jsonl", seed=cfg.seed)
 

@@ -3,7 +3,7 @@
 from ._bn import recalibrate_bn_
 from ._checkpoint import load_checkpoint, load_weights, save_weights
 from ._config import OPTIMIZERS, SCHEDULES, TrainConfig
-from ._distributed import TorchDistributed, fit_supernet, state_digest
+from ._distributed import PATH_SAMPLINGS, PathSampling, TorchDistributed, fit_supernet, state_digest
 from ._evaluate import evaluate, predict_logits
 from ._loop import CHECKPOINT_NAME, MODEL_NAME, DataParallel, fit
 from ._ondevice_adapt import AdaptResult, adapt, check_adaptation_data, modelled_memory
@@ -29,6 +29,7 @@ __all__ = [
     "CHECKPOINT_NAME",
     "MODEL_NAME",
     "OPTIMIZERS",
+    "PATH_SAMPLINGS",
     "RSS_METHOD",
     "SCHEDULES",
     "SCHEMES",
@@ -43,6 +44,7 @@ __all__ = [
     "LeanAvgPool2d",
     "LiteResidual",
     "MaskReLU",
+    "PathSampling",
     "ResizeTo",
     "SchemeConfig",
     "SparseConv2d",

@@ -1,6 +1,13 @@
-"""Supernet training by uniform single-path sampling, in one process or in several through `torch.distributed`
-(gloo on CPU, launched with `torchrun`): `fit_supernet`, the data-parallel hooks it gives `fit`, and a command
-line entry point.
+"""Supernet training by single-path sampling, in one process or in several through `torch.distributed`
+(gloo on CPU, launched with `torchrun`): `fit_supernet`, the path samplings it offers (`PATH_SAMPLINGS`), the
+data-parallel hooks it gives `fit`, and a command line entry point.
+
+Path samplings (registered in `PATH_SAMPLINGS`):
+
+- "uniform": one uniformly drawn path per step (SPOS, HSCoNAS).
+- "sandwich": per step the largest path, the smallest path and `n_random` uniform paths on the same batch,
+  their gradients averaged, the smaller paths distilled in place from the largest one's outputs (BigNAS's
+  sandwich rule with in-place distillation). A step costs about 2 + `n_random` single-path steps.
 
 Launch, from a shell (two processes on this machine; the batch size is the global one)::
 
@@ -22,26 +29,73 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from devicefit.core import ConfigError, DevicefitError
+from devicefit.core import ArchSpec, ConfigError, DevicefitError, Registry, check_int
 from devicefit.data import DATASETS, ArrayDataset, load_dataset
 from devicefit.space import get_space
 
 from ._config import TrainConfig
-from ._loop import Log, OnBatch, fit
+from ._loop import Log, OnBatch, PathPlan, fit
 from ._result import TrainResult
 
-__all__ = ["TorchDistributed", "fit_supernet", "main", "state_digest"]
+__all__ = ["PATH_SAMPLINGS", "PathSampling", "TorchDistributed", "fit_supernet", "main", "state_digest"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PathSampling:
+    """How a supernet step picks its paths: `make_plan(supernet, seed_paths, n_random)` returns `fit`'s path plan,
+    drawing the random paths of step (epoch, batch) from `np.random.default_rng([seed_paths, epoch, batch])`, so
+    a resumed run and every process of a distributed one draw the same paths; `multi_path`: a step runs several
+    paths (with in-place distillation from the first) rather than one; `describe`: recorded in the checkpoint's
+    fingerprint."""
+
+    make_plan: Callable[[Any, int, int], PathPlan]
+    multi_path: bool
+    describe: str
+
+
+PATH_SAMPLINGS: Registry[PathSampling] = Registry("path sampling")
+
+
+def _activate(supernet: Any, spec: ArchSpec) -> Callable[[], object]:
+    return lambda: supernet.set_active(spec)
+
+
+def _uniform(supernet: Any, seed_paths: int, n_random: int) -> PathPlan:
+    def plan(epoch: int, batch: int) -> list[Callable[[], object]]:
+        return [lambda: supernet.sample(np.random.default_rng([seed_paths, epoch, batch]))]
+
+    return plan
+
+
+def _sandwich(supernet: Any, seed_paths: int, n_random: int) -> PathPlan:
+    space = getattr(supernet, "space", None)
+    if not (callable(getattr(space, "largest", None)) and callable(getattr(space, "smallest", None))):
+        raise ConfigError(f"path_sampling 'sandwich' needs a space with largest() and smallest(); "
+                          f"{getattr(space, 'name', type(supernet).__name__)!r} has none")
+    ends = [_activate(supernet, space.largest()), _activate(supernet, space.smallest())]
+
+    def plan(epoch: int, batch: int) -> list[Callable[[], object]]:
+        rng = np.random.default_rng([seed_paths, epoch, batch])
+        return ends + [_activate(supernet, space.sample(rng)) for _ in range(n_random)]
+
+    return plan
+
+
+PATH_SAMPLINGS.add("uniform", PathSampling(_uniform, multi_path=False, describe="uniform single-path"))
+PATH_SAMPLINGS.add("sandwich", PathSampling(_sandwich, multi_path=True, describe="sandwich"))
 
 class TorchDistributed:
     """The `DataParallel` hooks of `fit` over an initialised `torch.distributed` process group (CPU tensors,
@@ -138,11 +192,15 @@ def _process_group() -> Iterator[TorchDistributed | None]:
 def fit_supernet(supernet: nn.Module, train_ds: ArrayDataset, cfg: TrainConfig, *,
                  run_dir: str | os.PathLike[str] | None = None, progress: bool = True, log: Log | None = None,
                  seed_paths: int = 0, augment_default: str = "none", on_batch: OnBatch | None = None,
-                 teacher: nn.Module | None = None) -> TrainResult:
-    """Train weight-sharing `supernet` in place by uniform single-path sampling; return the history.
+                 teacher: nn.Module | None = None, path_sampling: str = "uniform", n_random: int = 1) -> TrainResult:
+    """Train weight-sharing `supernet` in place by `path_sampling` (a `PATH_SAMPLINGS` name); return the history.
 
-    Before step (epoch, batch) the path `supernet.sample(np.random.default_rng([seed_paths, epoch, batch]))` is
-    activated, so a resumed run draws the same paths. Everything else is `fit` (seeding, checkpoints in
+    "uniform": before step (epoch, batch) the path `supernet.sample(np.random.default_rng([seed_paths, epoch,
+    batch]))` is activated, so a resumed run draws the same paths. "sandwich" (a supernet with `space` and
+    `set_active`, whose space has `largest()` and `smallest()`): the step runs the largest path, the smallest
+    and `n_random` (>= 1) paths `supernet.space.sample` draws from that generator, with in-place distillation
+    from the largest (`fit`'s `path_plan`); its reported loss and accuracy are those of the last uniform path.
+    Everything else is `fit` (seeding, checkpoints in
     `run_dir`, resume, `log`, `on_batch`, `augment_default`, distillation from `teacher`). Under `torchrun`
     (`WORLD_SIZE` > 1) or in an initialised process group this call is one of several processes: it needs
     `cfg.batch_size` >= 2 × processes, starts from process 0's weights, trains on its shard of every batch with
@@ -153,6 +211,9 @@ def fit_supernet(supernet: nn.Module, train_ds: ArrayDataset, cfg: TrainConfig, 
     sample = getattr(supernet, "sample", None)
     if not callable(sample):
         raise ConfigError(f"supernet must offer sample(rng) (a weight-sharing supernet), got {type(supernet).__name__}")
+    sampling = PATH_SAMPLINGS.get(path_sampling)
+    check_int("n_random", n_random, 1)
+    plan = sampling.make_plan(supernet, seed_paths, n_random)
     with _process_group() as parallel:
         world = 1 if parallel is None else parallel.world_size
         if cfg.batch_size < 2 * world:
@@ -162,16 +223,21 @@ def fit_supernet(supernet: nn.Module, train_ds: ArrayDataset, cfg: TrainConfig, 
             parallel.broadcast_state_(supernet)
 
         def before_batch(epoch: int, batch: int) -> None:
-            sample(np.random.default_rng([seed_paths, epoch, batch]))
+            for activate in plan(epoch, batch):
+                activate()
 
+        multi = sampling.multi_path
         writer = parallel is None or parallel.is_writer
-        extra = {"supernet": type(supernet).__name__, "path_sampling": "uniform single-path",
-                 "seed_paths": seed_paths, "world_size": world}
+        extra: dict[str, Any] = {"supernet": type(supernet).__name__, "path_sampling": sampling.describe,
+                                 "seed_paths": seed_paths, "world_size": world}
+        if multi:
+            extra["n_random"] = n_random
         if hasattr(supernet, "weight_sharing"):  # a checkpoint of the other layout cannot be resumed
             extra["weight_sharing"] = supernet.weight_sharing
         result = fit(supernet, train_ds, cfg, run_dir=run_dir, progress=progress and writer,
                      log=log if writer else None, augment_default=augment_default, on_batch=on_batch,
-                     before_batch=before_batch, parallel=parallel, fingerprint_extra=extra, teacher=teacher)
+                     before_batch=None if multi else before_batch, path_plan=plan if multi else None,
+                     inplace_distill=multi, parallel=parallel, fingerprint_extra=extra, teacher=teacher)
         if parallel is not None:
             parallel.check_in_sync(supernet)
     return result
@@ -192,6 +258,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seed-paths", type=int, default=0, help="seed of the path sampling")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--path-sampling", default="uniform", choices=PATH_SAMPLINGS.names(),
+                   help="paths per step: one uniform path, or the sandwich rule (largest + smallest + --n-random)")
+    p.add_argument("--n-random", type=int, default=1, help="uniform paths per sandwich step")
     return p
 
 
@@ -210,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> TrainResult:
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                           threads=args.threads, warmup_epochs=min(1.0, float(args.epochs)))
         result = fit_supernet(supernet, train_ds, cfg, run_dir=args.run_dir, log=print,
-                              seed_paths=args.seed_paths, augment_default=DATASETS.get(args.data).augment)
+                              seed_paths=args.seed_paths, augment_default=DATASETS.get(args.data).augment,
+                              path_sampling=args.path_sampling, n_random=args.n_random)
     except DevicefitError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -41,7 +41,7 @@ from ._evaluate import _check_logits, evaluate
 from ._optim import build_optimizer, build_scheduler
 from ._result import EpochStats, TrainResult
 
-__all__ = ["CHECKPOINT_NAME", "MODEL_NAME", "RECORD_STAGE", "DataParallel", "fit"]
+__all__ = ["CHECKPOINT_NAME", "MODEL_NAME", "RECORD_STAGE", "DataParallel", "PathPlan", "fit"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
@@ -50,6 +50,7 @@ RECORD_STAGE = "train"
 Log = logging.Logger | Callable[[str], None]
 OnBatch = Callable[[int, int, float], None]
 BeforeBatch = Callable[[int, int], None]
+PathPlan = Callable[[int, int], Sequence[Callable[[], object]]]
 
 
 class DataParallel(Protocol):
@@ -79,7 +80,8 @@ def fit(model: nn.Module, train_ds: ArrayDataset, cfg: TrainConfig, *, val_ds: A
         run_dir: str | os.PathLike[str] | None = None, teacher: nn.Module | None = None,
         augment_default: str = "none", progress: bool = True, log: Log | None = None,
         on_batch: OnBatch | None = None, before_batch: BeforeBatch | None = None,
-        parallel: DataParallel | None = None, fingerprint_extra: Mapping[str, Any] | None = None) -> TrainResult:
+        parallel: DataParallel | None = None, fingerprint_extra: Mapping[str, Any] | None = None,
+        path_plan: PathPlan | None = None, inplace_distill: bool = False) -> TrainResult:
     """Train `model` in place on `train_ds` with `cfg`; return the per-epoch history.
 
     Seeds torch, numpy and Python `random` with `cfg.seed` (global state), shuffles and
@@ -98,6 +100,14 @@ def fit(model: nn.Module, train_ds: ArrayDataset, cfg: TrainConfig, *, val_ds: A
     `log` (a `logging.Logger` or a `str` callable) gets one line per epoch; `on_batch(epoch,
     batch_index, loss)` is called after every step (epoch from 1, batch index from 0) and
     `before_batch(epoch, batch_index)` before it (e.g. to pick a supernet's path).
+
+    `path_plan(epoch, batch_index)` (instead of `before_batch`) makes a step run the batch through several
+    paths of a weight-sharing model: it returns callables that each activate one path, and the step runs
+    them in order, each path's loss divided by their number, gradients summed, then one optimizer step. With
+    `inplace_distill` every path after the first learns from the first path's detached outputs through
+    `distillation_loss` (`cfg.distill_alpha`, `cfg.distill_temperature`) instead of the labels alone. A
+    step's reported loss and accuracy are then the cross-entropy and accuracy of its last path (in a
+    sandwich plan, the uniformly sampled one, so the history compares with single-path training).
     `progress` shows a rich progress bar when stderr is a terminal. On return `model` is in
     eval mode.
 
@@ -108,20 +118,24 @@ def fit(model: nn.Module, train_ds: ArrayDataset, cfg: TrainConfig, *, val_ds: A
     """
     augment = _resolve_augment(cfg, augment_default)
     _check_datasets(train_ds, val_ds)
+    if path_plan is not None and before_batch is not None:
+        raise ConfigError("give fit either before_batch or path_plan, not both")
+    if inplace_distill and path_plan is None:
+        raise ConfigError("inplace_distill needs a path_plan (it distils later paths from the first)")
     if teacher is not None:
         teacher.eval()
     fingerprint = {**_fingerprint(cfg, augment, train_ds, val_ds, teacher), **(fingerprint_extra or {})}
     ckpt_path = Path(run_dir) / CHECKPOINT_NAME if run_dir is not None else None
     writer = parallel is None or parallel.is_writer
     with _torch_settings(cfg):
-        run = _Run(model, train_ds, cfg, augment, teacher, parallel)
+        run = _Run(model, train_ds, cfg, augment, teacher, parallel, inplace_distill=inplace_distill)
         if ckpt_path is not None and ckpt_path.exists():
             run.restore(load_checkpoint(ckpt_path), fingerprint, str(ckpt_path))
         else:
             _seed_everything(cfg.seed)
         if run.epoch < cfg.epochs:
             _train(run, val_ds, ckpt_path if writer else None, fingerprint, progress=progress, log=log,
-                   on_batch=on_batch, before_batch=before_batch)
+                   on_batch=on_batch, before_batch=before_batch, path_plan=path_plan)
     model.eval()
     result = TrainResult(tuple(run.history), sum(h.seconds for h in run.history), run.resumed_from_epoch)
     if writer and run_dir is not None and (result.resumed_from_epoch < cfg.epochs
@@ -134,8 +148,10 @@ class _Run:
     """The mutable state of one run: model, loader, optimizer, schedule and history."""
 
     def __init__(self, model: nn.Module, train_ds: ArrayDataset, cfg: TrainConfig, augment: str,
-                 teacher: nn.Module | None, parallel: DataParallel | None = None) -> None:
+                 teacher: nn.Module | None, parallel: DataParallel | None = None, *,
+                 inplace_distill: bool = False) -> None:
         self.model, self.cfg, self.teacher, self.parallel = model, cfg, teacher, parallel
+        self.inplace_distill = inplace_distill
         n, world = len(train_ds), 1 if parallel is None else parallel.world_size
         # A last batch (or shard) of one example would break BatchNorm in train mode: drop it.
         self.loader = BatchLoader(train_ds, cfg.batch_size, shuffle=True, augment=augment, seed=cfg.seed,
@@ -180,33 +196,58 @@ class _Run:
         return distillation_loss(logits, teacher_logits, y, alpha=cfg.distill_alpha,
                                  temperature=cfg.distill_temperature, label_smoothing=cfg.label_smoothing)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int, int]:
-        """One optimisation step; returns (summed loss, correct predictions, examples) of this process's
-        batch."""
+    def step(self, x: torch.Tensor, y: torch.Tensor,
+             paths: Sequence[Callable[[], object]] = ()) -> tuple[float, int, int]:
+        """One optimisation step (through each of `paths` in turn when given, see `fit`); returns (summed
+        loss, correct predictions, examples) of this process's batch."""
         n_batch = len(y)
         if self.parallel is not None:
             x, y = self.parallel.shard(x, y)
-        logits = self.model(x)
-        _check_logits(logits, self.loader.ds.num_classes)
-        loss = self.loss(logits, x, y)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if not paths:
+            logits = self.model(x)
+            _check_logits(logits, self.loader.ds.num_classes)
+            loss = self.loss(logits, x, y)
+            loss.backward()
+        else:
+            loss, logits = self._multi_path(x, y, paths)
         if self.parallel is not None:
             self.parallel.sync_grads(self.model, len(y) / n_batch)
         self.optimizer.step()
         self.scheduler.step()
         return loss.item() * len(y), int((logits.argmax(dim=1) == y).sum().item()), len(y)
 
+    def _multi_path(self, x: torch.Tensor, y: torch.Tensor,
+                    paths: Sequence[Callable[[], object]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward through every path (losses / len(paths)); the last path's cross-entropy and
+        (detached) logits."""
+        cfg, first = self.cfg, None
+        for activate in paths:
+            activate()
+            logits = self.model(x)
+            _check_logits(logits, self.loader.ds.num_classes)
+            if first is not None and self.inplace_distill:
+                loss = distillation_loss(logits, first, y, alpha=cfg.distill_alpha,
+                                         temperature=cfg.distill_temperature, label_smoothing=cfg.label_smoothing)
+            else:
+                loss = self.loss(logits, x, y)
+            if first is None:
+                first = logits.detach()
+            (loss / len(paths)).backward()
+        last = logits.detach()
+        return F.cross_entropy(last, y), last
+
     def current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
 
 def _train(run: _Run, val_ds: ArrayDataset | None, ckpt_path: Path | None, fingerprint: dict[str, Any], *,
-           progress: bool, log: Log | None, on_batch: OnBatch | None, before_batch: BeforeBatch | None) -> None:
+           progress: bool, log: Log | None, on_batch: OnBatch | None, before_batch: BeforeBatch | None,
+           path_plan: PathPlan | None) -> None:
     cfg = run.cfg
     with _progress_bar(progress) as bar:
         for epoch in range(run.epoch + 1, cfg.epochs + 1):
-            stats = _run_epoch(run, epoch, val_ds, bar, on_batch, before_batch)
+            stats = _run_epoch(run, epoch, val_ds, bar, on_batch, before_batch, path_plan)
             run.history.append(stats)
             _emit(log, _format_epoch(stats, cfg.epochs))
             if ckpt_path is not None and (epoch % cfg.checkpoint_every_epochs == 0 or epoch == cfg.epochs):
@@ -214,7 +255,7 @@ def _train(run: _Run, val_ds: ArrayDataset | None, ckpt_path: Path | None, finge
 
 
 def _run_epoch(run: _Run, epoch: int, val_ds: ArrayDataset | None, bar: Progress,
-               on_batch: OnBatch | None, before_batch: BeforeBatch | None) -> EpochStats:
+               on_batch: OnBatch | None, before_batch: BeforeBatch | None, path_plan: PathPlan | None) -> EpochStats:
     """Train one epoch, then validate; raise `ConfigError` if the loss is not finite."""
     start = time.perf_counter()
     loss_sum, correct, n, lr = 0.0, 0, 0, run.current_lr()
@@ -224,7 +265,8 @@ def _run_epoch(run: _Run, epoch: int, val_ds: ArrayDataset | None, bar: Progress
         if before_batch is not None:
             before_batch(epoch, i)
         lr = run.current_lr()
-        batch_loss, batch_correct, batch_n = run.step(x.to(run.device), y.to(run.device))
+        paths = path_plan(epoch, i) if path_plan is not None else ()
+        batch_loss, batch_correct, batch_n = run.step(x.to(run.device), y.to(run.device), paths)
         loss_sum, correct, n = loss_sum + batch_loss, correct + batch_correct, n + batch_n
         bar.update(task, advance=1, status=f"loss {loss_sum / n:.4f}")
         if on_batch is not None:
