@@ -132,6 +132,11 @@ def test_search_recipe_errors_name_the_key(tmp_path):
         load_recipe(path, ["search.options={popsize = 3}"])
     with pytest.raises(ConfigError, match="unknown"):
         load_recipe(path, ['search.method="gridsearch"'])
+    with pytest.raises(ConfigError, match=r"search\.path_sampling must be one of sandwich, uniform, got 'zig'"):
+        load_recipe(path, ['search.path_sampling="zig"'])
+    with pytest.raises(ConfigError, match=r"search\.n_random"):
+        load_recipe(path, ["search.n_random=0"])
+    assert load_recipe(path, ['search.path_sampling="sandwich"']).search.path_sampling == "sandwich"
 
 
 def test_latency_model_fits_a_linear_cost_and_reports_leave_one_out_error():

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from devicefit.core import ConfigError, check_positive, from_dict, load_config_file
-from devicefit.train import TrainConfig
+from devicefit.train import PATH_SAMPLINGS, TrainConfig
 
 from ._train_job import DataConfig
 
@@ -54,8 +54,9 @@ class SearchStageConfig:
     e.g. "resnet_cifar") by `method` ("hsconas", "evolution" or "random", with `options`), for the
     architecture with the best validation accuracy that meets every budget of the recipe.
 
-    A weight-sharing supernet is trained for `supernet_epochs` (uniform single-path sampling, the recipe's
-    `train` settings otherwise), starting from the zoo model's trained weights when that network is a member
+    A weight-sharing supernet is trained for `supernet_epochs` (`path_sampling`: "uniform" single-path, or
+    "sandwich" = the largest, the smallest and `n_random` uniform paths per step; the recipe's `train`
+    settings otherwise), starting from the zoo model's trained weights when that network is a member
     of the space (`warm_start`) and distilling from it (`distill`); each of the `trials` candidates is scored
     by the accuracy of its path on the validation split, after re-estimating BatchNorm statistics on
     `bn_batches` training batches.
@@ -73,6 +74,8 @@ class SearchStageConfig:
                                                              "parents": 6, "min_size": 200})
     trials: int = 40
     supernet_epochs: int = 6
+    path_sampling: str = "uniform"
+    n_random: int = 1
     bn_batches: int = 4
     latency_samples: int = 16
     latency_margin: float = 0.85
@@ -82,8 +85,11 @@ class SearchStageConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for key in ("trials", "supernet_epochs", "bn_batches", "latency_samples"):
+        for key in ("trials", "supernet_epochs", "bn_batches", "latency_samples", "n_random"):
             check_positive(f"search.{key}", getattr(self, key))
+        if self.path_sampling not in PATH_SAMPLINGS:
+            raise ConfigError(f"search.path_sampling must be one of {', '.join(PATH_SAMPLINGS.names())}, "
+                              f"got {self.path_sampling!r}")
         if self.latency_samples < 4:
             raise ConfigError(f"search.latency_samples must be >= 4 (a 3-term latency model is fitted), "
                               f"got {self.latency_samples}")

@@ -129,7 +129,7 @@ class SearchStage(Stage):
     @staticmethod
     def _supernet(ctx: StageContext, space: Any, train: Any, classes: int, shape: tuple[int, ...]
                   ) -> tuple[Any, Path, list[dict[str, Any]]]:
-        """Train the supernet by uniform single-path sampling (`train.fit_supernet`: the path of each step is
+        """Train the supernet by `search.path_sampling` (`train.fit_supernet`: the random paths of each step are
         drawn from a generator seeded by (seed, epoch, batch), so a resumed run samples the same paths)."""
         from devicefit import data as D
         from devicefit import train as T
@@ -145,13 +145,15 @@ class SearchStage(Stage):
         tcfg = dataclasses.replace(r.train, epochs=cfg.supernet_epochs)
         tag = _tag({"space": cfg.space, "train": to_dict(tcfg), "data": to_dict(r.data), "paths": cfg.seed,
                     "start": str(start) if cfg.warm_start else None, "teacher": teacher is not None,
-                    "zoo": ctx.records["zoo"].metrics["selected_run_dir"]})
+                    "zoo": ctx.records["zoo"].metrics["selected_run_dir"],
+                    **({} if cfg.path_sampling == "uniform" else {"sampling": [cfg.path_sampling, cfg.n_random]})})
         run_dir = ctx.stage_dir / f"supernet-{tag}"
         ctx.log(f"search: training the {cfg.space} supernet for {cfg.supernet_epochs} epoch(s) in "
                 f"{run_dir.relative_to(ctx.run_dir)}" + (" (distilling from the zoo model)" if teacher else ""))
         result = T.fit_supernet(supernet, train, tcfg, run_dir=run_dir, progress=ctx.progress,
                                 log=lambda s: ctx.log(f"search: supernet {s}"), seed_paths=cfg.seed,
-                                augment_default=D.DATASETS.get(r.data.name).augment, teacher=teacher)
+                                augment_default=D.DATASETS.get(r.data.name).augment, teacher=teacher,
+                                path_sampling=cfg.path_sampling, n_random=cfg.n_random)
         return supernet, run_dir, [h.to_dict() for h in result.history]
 
     @staticmethod
