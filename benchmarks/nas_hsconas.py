@@ -20,7 +20,8 @@ supernet and screened by one shared latency model:
 Setup: the bundled CIFAR-10 subset (5,000 train / 1,000 test) at 32×32, split 90/10 into train / validation.
 Space `resnet_cifar` (default: per-stage depth 1–4 × width 0.5–2.0 around ResNet-20) or `mbconv` (MobileNetV2
 layout; per layer k3/5/7 × e3/6 or skip, per-stage widths). The supernet is trained once by uniform single-path
-sampling (`train.fit_supernet`, 1 thread); for `resnet_cifar` it starts from the zoo's trained ResNet-20 and
+sampling, or by the sandwich rule with `--path-sampling sandwich` (`train.fit_supernet`, 1 thread); for
+`resnet_cifar` it starts from the zoo's trained ResNet-20 and
 distils from it, as the `devicefit run` search stage does (from scratch, 3–4 epochs leave a supernet near
 chance on 4,500 images: measured train loss 2.31 after 3 epochs for `mbconv`, so its proxy ranks nothing).
 A candidate's score is the *supernet proxy*: validation accuracy of its path after BatchNorm re-estimation (the
@@ -159,13 +160,18 @@ def train_supernet(space: Any, train: Any, args: Any, work: Path) -> tuple[Any, 
         start = space.from_model_spec(model_spec)
         net.inherit_(teacher, start)
     body = [args.space, dataclasses.asdict(cfg), len(train), str(args.warm_start or "")]
+    if args.path_sampling != "uniform":  # uniform keeps the tag of the runs made before this option
+        body += [args.path_sampling, args.n_random]
     run_dir = work / f"supernet-{tag(body + ([kw['weight_sharing']] if kw.get('weight_sharing') == 'per_op' else []))}"
-    log(f"supernet: {args.supernet_epochs} epoch(s) of uniform single-path training on {len(train)} images "
+    log(f"supernet: {args.supernet_epochs} epoch(s) of {T.PATH_SAMPLINGS.get(args.path_sampling).describe} "
+        f"training on {len(train)} images "
         f"in {run_dir}" + (f" from {args.warm_start} ({start}), distilling from it" if start else ""))
     t0 = time.perf_counter()
     res = T.fit_supernet(net, train, cfg, run_dir=run_dir, progress=False, log=lambda s: log(f"supernet {s}"),
-                         augment_default=D.DATASETS.get("cifar10").augment, teacher=teacher)
+                         augment_default=D.DATASETS.get("cifar10").augment, teacher=teacher,
+                         path_sampling=args.path_sampling, n_random=args.n_random)
     return net, run_dir, {"warm_start": repo_relative(args.warm_start or ""), "train_seconds": res.train_seconds,
+                          "path_sampling": args.path_sampling, "n_random": args.n_random,
                            "wall_s_this_run": time.perf_counter() - t0,
                           "epochs": args.supernet_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
                           "history": [h.to_dict() for h in res.history]}
@@ -503,7 +509,8 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = [f"# HSCoNAS on CIFAR-10 (`{doc['space']}`, host-ort {s['precision']} latency budget "
              f"{b['latency_ms']:.3f} ms)", "",
              f"{doc['data']['train']} train / {doc['data']['val']} validation images of the bundled CIFAR-10 subset "
-             f"at 32×32; supernet {s['supernet_epochs']} epoch(s) of uniform single-path training "
+             f"at 32×32; supernet {s['supernet_epochs']} epoch(s) of "
+             f"{T.PATH_SAMPLINGS.get(s.get('path_sampling', 'uniform')).describe} training "
              f"({doc['supernet']['train_seconds']:.0f} s); {s['trials']} evaluated candidates per method and seed, "
              f"seeds {s['seeds']}. Budget = {b['quantile']:.0%} quantile of the predicted latency of random "
              f"architectures (space: {b['smallest_ms']:.3f}–{b['largest_ms']:.3f} ms). Latency model: "
@@ -582,6 +589,9 @@ def parse_args() -> argparse.Namespace:
                          "(default for resnet_cifar: benchmarks/runs/resnet20-cifar10-subset; 'none' to train "
                          "from scratch)")
     ap.add_argument("--supernet-epochs", type=int, default=4)
+    ap.add_argument("--path-sampling", choices=T.PATH_SAMPLINGS.names(), default="uniform",
+                    help="supernet paths per step: uniform, or sandwich (largest + smallest + --n-random)")
+    ap.add_argument("--n-random", type=int, default=1, help="uniform paths per sandwich step")
     ap.add_argument("--weight-sharing", choices=("ofa", "per_op"), default="ofa",
                     help="mbconv supernet weight layout (runs before 2026-11-22 evening used per_op)")
     ap.add_argument("--batch-size", type=int, default=64)

@@ -22,6 +22,7 @@ the one that search used. Phases can run in separate processes, one per core, sh
     python benchmarks/supernet_ranking.py --only supernet:uniform &
     python benchmarks/supernet_ranking.py --only supernet:sandwich &
     python benchmarks/supernet_ranking.py --only train &
+    python benchmarks/supernet_ranking.py --only train --reverse &   # a second trainer, once a core is free
     wait; python benchmarks/supernet_ranking.py          # scores, tables; reuses everything finished
 
 Everything lands in the work dir (benchmarks/runs/supernet_ranking/: supernet checkpoints, trained networks,
@@ -66,6 +67,8 @@ def parse_args() -> argparse.Namespace:
                     help="MobileNetV2 family widths trained here (skipped if --trained-from has them)")
     ap.add_argument("--bn-batches", type=int, default=2, help="batches of 64 for BN re-estimation of a path")
     ap.add_argument("--only", default=None, help="one phase: supernet:NAME, train, or report")
+    ap.add_argument("--reverse", action="store_true",
+                    help="train the missing networks last first (a second --only train process on the same work dir)")
     ap.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "supernet_ranking")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "supernet_ranking")
     ap.add_argument("--data-dir", default=None, help="full CIFAR-10 copy (default: the bundled subset)")
@@ -112,7 +115,7 @@ def train_missing(rows: list[dict[str, Any]], data: tuple[Any, Any, Any], space:
     """Train (seed 0) each row without an accuracy, in a resumable run dir, and fill its accuracy in; with
     `only_cached`, fill in only what a finished run dir holds."""
     train, val, test = data
-    for row in rows:
+    for row in reversed(rows) if args.reverse else rows:
         if row["test_accuracy_by_seed"] is not None:
             continue
         cfg = dataclasses.replace(H.recipe(args, args.train_epochs), seed=0)
