@@ -97,6 +97,7 @@ def _sandwich(supernet: Any, seed_paths: int, n_random: int) -> PathPlan:
 PATH_SAMPLINGS.add("uniform", PathSampling(_uniform, multi_path=False, describe="uniform single-path"))
 PATH_SAMPLINGS.add("sandwich", PathSampling(_sandwich, multi_path=True, describe="sandwich"))
 
+
 class TorchDistributed:
     """The `DataParallel` hooks of `fit` over an initialised `torch.distributed` process group (CPU tensors,
     gloo). Shards are contiguous slices of the batch that differ in size by at most one example."""
@@ -200,13 +201,14 @@ def fit_supernet(supernet: nn.Module, train_ds: ArrayDataset, cfg: TrainConfig, 
     `set_active`, whose space has `largest()` and `smallest()`): the step runs the largest path, the smallest
     and `n_random` (>= 1) paths `supernet.space.sample` draws from that generator, with in-place distillation
     from the largest (`fit`'s `path_plan`); its reported loss and accuracy are those of the last uniform path.
-    Everything else is `fit` (seeding, checkpoints in
-    `run_dir`, resume, `log`, `on_batch`, `augment_default`, distillation from `teacher`). Under `torchrun`
-    (`WORLD_SIZE` > 1) or in an initialised process group this call is one of several processes: it needs
-    `cfg.batch_size` >= 2 × processes, starts from process 0's weights, trains on its shard of every batch with
-    gradients summed to those of the whole batch, logs and writes files from process 0 only, and ends with
-    weights identical in every process (checked; `DevicefitError` if not). The checkpoint's fingerprint includes
-    `seed_paths`, the supernet class (and its `weight_sharing`, where it has one) and the number of processes.
+    Everything else is `fit` (seeding, checkpoints in `run_dir`, resume, `log`, `on_batch`, `augment_default`,
+    distillation from `teacher`). Under `torchrun` (`WORLD_SIZE` > 1) or in an initialised process group this
+    call is one of several processes: it needs `cfg.batch_size` >= 2 × processes, starts from process 0's
+    weights, trains on its shard of every batch with gradients summed to those of the whole batch, logs and
+    writes files from process 0 only, and ends with weights identical in every process (checked;
+    `DevicefitError` if not). The checkpoint's fingerprint includes `seed_paths`, the path sampling (and
+    `n_random` for a multi-path one), the supernet class (and its `weight_sharing`, where it has one) and the
+    number of processes.
     """
     sample = getattr(supernet, "sample", None)
     if not callable(sample):
