@@ -414,7 +414,7 @@ def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[A
     over = [f for f in family if f["latency_ms"] > budget]
     bracket = ([under[-1]] if under else []) + ([over[0]] if over else [])
     picks += [(f"{fam} ×{f['width']}", f) for f in bracket]
-    train, val, test = data
+    train = data[0]
     out = []
     for name, point in picks:
         if point is None:
@@ -422,15 +422,10 @@ def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[A
         accs, secs, spec = [], 0.0, ArchSpec.from_dict(point["spec"])
         for seed in range(args.retrain_seeds):
             cfg = dataclasses.replace(recipe(args, args.retrain_epochs), seed=seed)
-            torch.manual_seed(seed)
-            model = ctx["space"].build(spec, num_classes=10, input_shape=SHAPE)
-            run_dir = ctx["work"] / f"retrain-{tag([spec.to_dict(), dataclasses.asdict(cfg), len(train)])}"
-            log(f"retraining {name} ({args.retrain_epochs} epochs, seed {seed}) in {run_dir}")
-            res = T.fit(model, train, cfg, val_ds=val, run_dir=run_dir, progress=False,
-                        log=lambda m: log(f"retrain {m}"), augment_default=D.DATASETS.get("cifar10").augment)
-            accs.append(T.evaluate(model, test, batch_size=64)["accuracy"])
-            secs += res.train_seconds
-            log(f"retrained {name} seed {seed}: test accuracy {100 * accs[-1]:.1f}%")
+            acc, seconds = train_from_scratch(ctx["space"], spec, cfg, data, scratch_dir(ctx["work"], "retrain", spec,
+                                                                                         cfg, len(train)), name)
+            accs.append(acc)
+            secs += seconds
         out.append({"name": name, "family": point in bracket, "spec": point["spec"],
                     "proxy_accuracy": point["accuracy"], "predicted_latency_ms": point["latency_ms"],
                     "epochs": args.retrain_epochs, "seeds": list(range(args.retrain_seeds)),
@@ -441,6 +436,26 @@ def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[A
             r["family_at_same_latency"] = interpolate(fam_rows, r["predicted_latency_ms"])
             r["delta_vs_family"] = r["test_accuracy"] - r["family_at_same_latency"]
     return out
+
+
+def scratch_dir(work: Path, prefix: str, spec: ArchSpec, cfg: T.TrainConfig, n_train: int) -> Path:
+    """The run dir of `spec` trained from scratch with `cfg` on `n_train` images."""
+    return work / f"{prefix}-{tag([spec.to_dict(), dataclasses.asdict(cfg), n_train])}"
+
+
+def train_from_scratch(space: Any, spec: ArchSpec, cfg: T.TrainConfig, data: tuple[Any, Any, Any], run_dir: Path,
+                       name: str) -> tuple[float, float]:
+    """Train `spec` from scratch (seeded by `cfg.seed`) in `run_dir` (resumed, or loaded when finished); return
+    (test accuracy, training seconds)."""
+    train, val, test = data
+    torch.manual_seed(cfg.seed)
+    model = space.build(spec, num_classes=10, input_shape=SHAPE)
+    log(f"training {name} ({cfg.epochs} epochs, seed {cfg.seed}) in {run_dir}")
+    res = T.fit(model, train, cfg, val_ds=val, run_dir=run_dir, progress=False, log=lambda m: log(f"train {m}"),
+                augment_default=D.DATASETS.get("cifar10").augment)
+    acc = float(T.evaluate(model, test, batch_size=64)["accuracy"])
+    log(f"{name} seed {cfg.seed}: test accuracy {100 * acc:.1f}%")
+    return acc, res.train_seconds
 
 
 def interpolate(rows: list[dict[str, Any]], latency_ms: float) -> float:

@@ -114,23 +114,16 @@ def train_missing(rows: list[dict[str, Any]], data: tuple[Any, Any, Any], space:
                   *, only_cached: bool) -> None:
     """Train (seed 0) each row without an accuracy, in a resumable run dir, and fill its accuracy in; with
     `only_cached`, fill in only what a finished run dir holds."""
-    train, val, test = data
+    cfg = dataclasses.replace(H.recipe(args, args.train_epochs), seed=0)
     for row in reversed(rows) if args.reverse else rows:
         if row["test_accuracy_by_seed"] is not None:
             continue
-        cfg = dataclasses.replace(H.recipe(args, args.train_epochs), seed=0)
         spec = ArchSpec.from_dict(row["spec"])
-        run_dir = args.work_dir / f"train-{H.tag([row['spec'], dataclasses.asdict(cfg), len(train)])}"
+        run_dir = H.scratch_dir(args.work_dir, "train", spec, cfg, len(data[0]))
         if only_cached and not (run_dir / T.MODEL_NAME).is_file():
             continue
-        torch.manual_seed(0)
-        model = space.build(spec, num_classes=10, input_shape=H.SHAPE)
-        H.log(f"training {row['name']} ({args.train_epochs} epochs) in {run_dir}")
-        res = T.fit(model, train, cfg, val_ds=val, run_dir=run_dir, progress=False,
-                    log=lambda m: H.log(f"train {m}"), augment_default=D.DATASETS.get("cifar10").augment)
-        row["test_accuracy_by_seed"] = [T.evaluate(model, test, batch_size=64)["accuracy"]]
-        row["train_seconds"] = res.train_seconds
-        H.log(f"{row['name']}: test accuracy {100 * row['test_accuracy_by_seed'][0]:.1f}%")
+        acc, row["train_seconds"] = H.train_from_scratch(space, spec, cfg, data, run_dir, row["name"])
+        row["test_accuracy_by_seed"] = [acc]
 
 
 # -- supernets and proxies -------------------------------------------------------------------------------------
