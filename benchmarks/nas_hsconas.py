@@ -14,6 +14,9 @@ supernet and screened by one shared latency model:
     python benchmarks/nas_hsconas.py                    # resnet_cifar, warm-started: ~45 min on 1 thread
     python benchmarks/nas_hsconas.py --retrain-epochs 5 # then: also retrain the chosen models (reuses the rest)
     python benchmarks/nas_hsconas.py --retime           # then, on a quiet machine: time the chosen models again
+    python benchmarks/nas_hsconas.py --retrain-epochs 5 --retrain-shard 1/2 &   # the retraining split over two
+    python benchmarks/nas_hsconas.py --retrain-epochs 5 --retrain-shard 2/2     # processes (one core each), then
+    python benchmarks/nas_hsconas.py --retrain-epochs 5                         # the report reuses their runs
     python benchmarks/nas_hsconas.py --space mbconv --out benchmarks/results/nas_hsconas-mbconv \
         --work-dir benchmarks/runs/nas_hsconas-mbconv    # the MobileNetV2-layout space, supernet from scratch
 
@@ -403,11 +406,11 @@ def measure_chosen(summary: dict[str, Any], family: list[dict[str, Any]], ctx: d
 def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[Any, Any, Any], ctx: dict[str, Any],
             args: Any) -> list[dict[str, Any]]:
     """Train from scratch (supernet recipe, `--retrain-epochs`, seeds 0 … `--retrain-seeds` − 1) the best chosen
-    model of each HSCoNAS variant (full and both ablations) and of random, and the family members on either side
-    of the budget; test accuracy on the held-out test split, averaged over seeds. Each pick is set against the
+    model of each method in `--retrain-variants` (default: the HSCoNAS variants and random), and the family members
+    on either side of the budget; test accuracy on the held-out test split, averaged over seeds. Each pick is set against the
     family at its predicted latency (linear between the two retrained members; outside them, the nearer one)."""
     picks = [(v, max((c for c in summary[v]["chosen"] if c), key=lambda c: c["accuracy"], default=None))
-             for v in ("hsconas-full", "hsconas-no-shrink", "hsconas-no-scaling", "random")]
+             for v in args.retrain_variants]
     budget = ctx["budget"]["latency_ms"]
     fam = hand_family(ctx["space"])[0]
     under = [f for f in family if f["latency_ms"] <= budget]
@@ -415,17 +418,32 @@ def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[A
     bracket = ([under[-1]] if under else []) + ([over[0]] if over else [])
     picks += [(f"{fam} ×{f['width']}", f) for f in bracket]
     train = data[0]
+    picks = [(name, point) for name, point in picks if point is not None]
+
+    def run_dir(point: dict[str, Any], seed: int) -> Path:
+        cfg = dataclasses.replace(recipe(args, args.retrain_epochs), seed=seed)
+        return scratch_dir(ctx["work"], "retrain", ArchSpec.from_dict(point["spec"]), cfg, len(train))
+
+    mine: set[Path] = set()
+    if args.retrain_shard:  # deal the unfinished run dirs round-robin, so the shards get equal work
+        k, n = args.retrain_shard
+        todo = {run_dir(point, seed): f"{name} seed {seed}" for name, point in picks
+                for seed in range(args.retrain_seeds) if not (run_dir(point, seed) / "train.json").exists()}
+        mine = set(list(todo)[k - 1::n])
+        log(f"retrain shard {k}/{n}: {len(mine)} of {len(todo)} unfinished trainings: "
+            + ", ".join(todo[d] for d in list(todo)[k - 1::n]))
     out = []
     for name, point in picks:
-        if point is None:
-            continue
         accs, secs, spec = [], 0.0, ArchSpec.from_dict(point["spec"])
         for seed in range(args.retrain_seeds):
+            if args.retrain_shard and run_dir(point, seed) not in mine:
+                continue
             cfg = dataclasses.replace(recipe(args, args.retrain_epochs), seed=seed)
-            acc, seconds = train_from_scratch(ctx["space"], spec, cfg, data, scratch_dir(ctx["work"], "retrain", spec,
-                                                                                         cfg, len(train)), name)
+            acc, seconds = train_from_scratch(ctx["space"], spec, cfg, data, run_dir(point, seed), name)
             accs.append(acc)
             secs += seconds
+        if args.retrain_shard:
+            continue
         out.append({"name": name, "family": point in bracket, "spec": point["spec"],
                     "proxy_accuracy": point["accuracy"], "predicted_latency_ms": point["latency_ms"],
                     "epochs": args.retrain_epochs, "seeds": list(range(args.retrain_seeds)),
@@ -588,8 +606,20 @@ def markdown(doc: dict[str, Any]) -> str:
 
 # -- driver -----------------------------------------------------------------------------------------------------
 
+RETRAINABLE = ("hsconas-full", "hsconas-no-shrink", "hsconas-no-scaling", "random")
 QUICK = {"n_train": 500, "n_val": 100, "supernet_epochs": 1, "trials": 8, "seeds": [0, 1], "init": 4,
          "stage_trials": 2, "latency_samples": 6, "repeats": 20, "scaling_rank": "cost", "retrain_epochs": 1}
+
+
+def shard(text: str) -> tuple[int, int]:
+    """`--retrain-shard K/N` → (K, N) with 1 ≤ K ≤ N."""
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N such as 1/2, got {text!r}") from None
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"expected 1 <= K <= N, got {text!r}")
+    return k, n
 
 
 def parse_args() -> argparse.Namespace:
@@ -629,6 +659,11 @@ def parse_args() -> argparse.Namespace:
                          "(default: no guard, spend the budget)")
     ap.add_argument("--retrain-epochs", type=int, default=0, help="retrain the chosen models (0 = no)")
     ap.add_argument("--retrain-seeds", type=int, default=1, help="training seeds per retrained model")
+    ap.add_argument("--retrain-variants", nargs="+", choices=RETRAINABLE, default=list(RETRAINABLE),
+                    help="methods whose best chosen model is retrained (beside the family members around the budget)")
+    ap.add_argument("--retrain-shard", type=shard, default=None, metavar="K/N",
+                    help="train only the K-th of N interleaved shares of the retraining jobs (model × seed) and "
+                         "stop without a report; run K = 1 … N side by side, then once without this option")
     ap.add_argument("--retime", action="store_true",
                     help="measure the chosen and family networks again (e.g. on a quiet machine) instead of reading "
                          "the cached figures; everything else is reused from the work dir")
@@ -683,6 +718,10 @@ def main() -> None:
         row["family_dominated_sram"] = sum(dominated(f, pts, "peak_sram_bytes") for f in fam_points)
     measure_chosen(summary, fam_points, ctx, args)
     retrained = retrain(summary, fam_points, data, ctx, args) if args.retrain_epochs else []
+    if args.retrain_shard:
+        log(f"retrain shard {args.retrain_shard[0]}/{args.retrain_shard[1]} done; run once without "
+            "--retrain-shard for the report")
+        return
     lm = info["latency_model"]
     doc = {"benchmark": "nas_hsconas", "settings": {k: repo_relative(v)
                                                     for k, v in vars(args).items() if k not in ("data_dir",)},

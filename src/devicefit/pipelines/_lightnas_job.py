@@ -52,7 +52,7 @@ from devicefit.core import (
     read_json,
 )
 
-from ._search_data import search_splits
+from ._search_data import retrain_from_scratch, search_splits
 
 __all__ = ["LightNASJobConfig", "run_lightnas_job"]
 
@@ -218,29 +218,6 @@ class _Batches:
             yield torch.as_tensor(x), torch.as_tensor(y)
 
 
-def _retrain(cfg: LightNASJobConfig, space: Any, spec: ArchSpec, train: Any, val: Any, classes: int,
-             model_dir: Path, log: Log) -> dict[str, Any]:
-    """Train `spec` from scratch for `cfg.retrain_epochs` epochs; its test accuracy and where it was trained."""
-    import torch
-
-    from devicefit import data as D
-    from devicefit import train as T
-
-    torch.manual_seed(cfg.seed)
-    fresh = space.build(spec, num_classes=classes, input_shape=space.input_shape)
-    tcfg = T.TrainConfig(epochs=cfg.retrain_epochs, batch_size=cfg.batch_size, threads=cfg.threads, seed=cfg.seed)
-    log(f"retraining the searched network from scratch for {cfg.retrain_epochs} epoch(s)")
-    run_dir = model_dir / "retrain"
-    res = T.fit(fresh, train, tcfg, val_ds=val, run_dir=run_dir, progress=False, log=log,
-                augment_default=D.DATASETS.get(cfg.data).augment)
-    test = D.load_dataset(cfg.data, "test", cfg.data_dir)
-    acc = float(T.evaluate(fresh, test)["accuracy"])
-    log(f"retrained: test accuracy {100 * acc:.2f}% on {len(test)} test images")
-    return {"epochs": cfg.retrain_epochs, "test_accuracy": acc, "test_images": len(test),
-            "val_accuracy": res.final.get("val_acc"), "train_seconds": res.train_seconds,
-            "run_dir": str(run_dir.relative_to(model_dir.parent))}
-
-
 def run_lightnas_job(cfg: LightNASJobConfig, out: Path, *, log: Log | None = None,
                      on_batch: Callable[[int, int, int], None] | None = None) -> dict[str, Any]:
     """Run the job (see the module); returns the record also written to `out`. `on_batch(done, total, epoch)`
@@ -335,7 +312,16 @@ def run_lightnas_job(cfg: LightNASJobConfig, out: Path, *, log: Log | None = Non
         say(f"LightNAS: searched in {search_s:.0f} s; predicted {nas.cost_:.4g} ms, measured {measured:.4g} ms "
             f"(measured/T {measured / target:.3f}); network in {model_dir}")
         table_info = {"holdout": table.holdout_, "range_ms": [lo, hi], "constant_ms": table.constant_ms_}
-    retrain = _retrain(cfg, space, nas.spec_, train, val, classes, model_dir, say) if cfg.retrain_epochs else None
+    retrain = None
+    if cfg.retrain_epochs:
+        from devicefit import data as D
+        from devicefit import train as T
+
+        test = D.load_dataset(cfg.data, "test", cfg.data_dir)
+        tcfg = T.TrainConfig(epochs=cfg.retrain_epochs, batch_size=cfg.batch_size, threads=cfg.threads, seed=cfg.seed)
+        run_dir = model_dir / "retrain"
+        retrain = retrain_from_scratch(space, nas.spec_, cfg.data, (train, val, test), classes, tcfg, run_dir, log=say)
+        retrain["run_dir"] = str(run_dir.relative_to(model_dir.parent))
     result = nas.result()
     history = result.pop("history")
     record = {"kind": "lightnas-search", "config": config, "ops": list(MBCONV_OPS), "unit": unit,

@@ -1,15 +1,17 @@
-"""Training and validation splits for the jobs that train a supernet (LightNAS, HSCoNAS-style searches)."""
+"""Data for the jobs that train a supernet (LightNAS, HSCoNAS-style searches): their training and validation
+splits, and the from-scratch retraining of the network they choose."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from devicefit.core import ConfigError
 
-__all__ = ["search_splits"]
+__all__ = ["retrain_from_scratch", "search_splits"]
 
 
 def search_splits(data: str, data_dir: str | None, *, space: str, input_shape: Sequence[int], val_fraction: float,
@@ -30,3 +32,27 @@ def search_splits(data: str, data_dir: str | None, *, space: str, input_shape: S
         train = train.subset(np.sort(rng.permutation(len(train))[:n_train]))
         val = val.subset(np.sort(rng.permutation(len(val))[: max(n_train // 5, batch_size)]))
     return train, val, full.num_classes
+
+
+def retrain_from_scratch(space: Any, spec: Any, data: str, splits: tuple[Any, Any, Any], num_classes: int,
+                         cfg: Any, run_dir: Path, *, log: Callable[[str], None],
+                         progress: bool = False) -> dict[str, Any]:
+    """Train `space.build(spec)` (`num_classes` outputs, the space's input shape) from freshly seeded weights
+    (`cfg.seed`) with the `TrainConfig` `cfg` on `splits` = (train, val, test) of `data` (whose registered
+    augmentation applies), checkpointed in `run_dir` so a killed run resumes; returns {epochs, test_accuracy,
+    test_images, val_accuracy, train_seconds}."""
+    import torch
+
+    from devicefit import data as D
+    from devicefit import train as T
+
+    train, val, test = splits
+    torch.manual_seed(cfg.seed)
+    fresh = space.build(spec, num_classes=num_classes, input_shape=space.input_shape)
+    log(f"retraining the chosen network from scratch for {cfg.epochs} epoch(s)")
+    res = T.fit(fresh, train, cfg, val_ds=val, run_dir=run_dir, progress=progress, log=log,
+                augment_default=D.DATASETS.get(data).augment)
+    acc = float(T.evaluate(fresh, test)["accuracy"])
+    log(f"retrained: test accuracy {100 * acc:.2f}% on {len(test)} test images")
+    return {"epochs": cfg.epochs, "test_accuracy": acc, "test_images": len(test),
+            "val_accuracy": res.final.get("val_acc"), "train_seconds": res.train_seconds}

@@ -44,7 +44,7 @@ from devicefit.core import (
     to_dict,
 )
 
-from ._search_data import search_splits
+from ._search_data import retrain_from_scratch, search_splits
 
 __all__ = ["SUPERNET_METHODS", "SupernetSearchJobConfig", "default_options", "run_supernet_search_job"]
 
@@ -257,16 +257,10 @@ def run_supernet_search_job(cfg: SupernetSearchJobConfig, out: str | Path, *, lo
         f"{model_dir}")
     retrain = None
     if cfg.retrain_epochs:
-        torch.manual_seed(cfg.seed)
-        fresh = space.build(chosen, num_classes=classes, input_shape=shape)
-        rcfg = dataclasses.replace(tcfg, epochs=cfg.retrain_epochs)
-        say(f"retraining the chosen network from scratch for {cfg.retrain_epochs} epoch(s)")
-        res = T.fit(fresh, train, rcfg, val_ds=val, run_dir=model_dir / "retrain", progress=progress, log=say,
-                    augment_default=D.DATASETS.get(cfg.data).augment)
-        retrain = {"epochs": cfg.retrain_epochs, "test_accuracy": float(T.evaluate(fresh, test)["accuracy"]),
-                   "val_accuracy": res.final.get("val_acc"),
-                   "train_seconds": res.train_seconds, "run_dir": str(model_dir / "retrain")}
-        say(f"retrained: test accuracy {100 * retrain['test_accuracy']:.2f}%")
+        rcfg, run_dir = dataclasses.replace(tcfg, epochs=cfg.retrain_epochs), model_dir / "retrain"
+        retrain = retrain_from_scratch(space, chosen, cfg.data, (train, val, test), classes, rcfg, run_dir, log=say,
+                                       progress=progress)
+        retrain["run_dir"] = str(run_dir)
     record = {
         "kind": "supernet-search", "config": to_dict(cfg) | {"options": options},
         "storage": storage, "study_name": name, "search_s": search_s,
