@@ -93,6 +93,40 @@ def test_a_sandwich_step_averages_the_paths_and_distils_from_the_largest() -> No
         torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5, msg=f"parameter {k}")
 
 
+def test_a_teacher_runs_once_per_batch_whatever_the_number_of_paths() -> None:
+    """Three paths per step without in-place distillation: each path distils from the teacher, whose outputs are
+    computed once per batch; one SGD step equals the mean over paths of the distillation losses."""
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0,
+                      schedule="constant", warmup_epochs=0.0, label_smoothing=0.0, augment="none", threads=1)
+    data = make_data(16)
+    teacher = make_model("bn")
+    teacher.set_active(teacher.space.largest())
+    calls: list[int] = []
+    teacher.register_forward_hook(lambda *_: calls.append(1))
+    model, expected = make_model("bn"), make_model("bn")
+    specs = [model.space.largest(), model.space.smallest(), model.space.largest()]
+    fit(model, data, cfg, progress=False, teacher=teacher,
+        path_plan=lambda epoch, batch: [lambda s=s: model.set_active(s) for s in specs])
+    assert len(calls) == 1  # one batch, one teacher pass for its three paths
+
+    x, y = to_float_tensor(data, data.x), torch.from_numpy(data.y)
+    with torch.no_grad():
+        target = teacher.eval()(x)
+    expected.train()
+    for spec in specs:
+        expected.set_active(spec)
+        loss = distillation_loss(expected(x), target, y, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature)
+        (loss / len(specs)).backward()
+    with torch.no_grad():
+        for p in expected.parameters():
+            if p.grad is not None:
+                p -= cfg.lr * p.grad
+    got, want, start = model.state_dict(), expected.state_dict(), make_model("bn").state_dict()
+    assert any(want[k].is_floating_point() and not torch.equal(want[k], start[k]) for k in want), "no step"
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5, msg=f"parameter {k}")
+
+
 def test_a_killed_sandwich_run_resumes_to_the_uninterrupted_weights(tmp_path: Path) -> None:
     whole = make_model("bn")
     fit_supernet(whole, make_data(), CFG, run_dir=tmp_path / "whole", progress=False, path_sampling="sandwich")

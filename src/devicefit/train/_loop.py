@@ -187,14 +187,22 @@ class _Run:
         set_rng_state(ckpt["rng"], self.loader.generator)
         self.resumed_from_epoch = self.epoch
 
-    def loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+             teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy, or with a teacher the distillation loss against `teacher_logits` (computed from `x`
+        when not given)."""
         cfg = self.cfg
         if self.teacher is None:
             return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        with torch.no_grad():
-            teacher_logits = self.teacher(x)
+        if teacher_logits is None:
+            teacher_logits = self.teacher_logits(x)
         return distillation_loss(logits, teacher_logits, y, alpha=cfg.distill_alpha,
                                  temperature=cfg.distill_temperature, label_smoothing=cfg.label_smoothing)
+
+    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.teacher is not None
+        with torch.no_grad():
+            return self.teacher(x)
 
     def step(self, x: torch.Tensor, y: torch.Tensor,
              paths: Sequence[Callable[[], object]] = ()) -> tuple[float, int, int]:
@@ -220,8 +228,8 @@ class _Run:
     def _multi_path(self, x: torch.Tensor, y: torch.Tensor,
                     paths: Sequence[Callable[[], object]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward through every path (losses / len(paths)); the last path's cross-entropy and
-        (detached) logits."""
-        cfg, first = self.cfg, None
+        (detached) logits. A teacher runs once per batch, whatever the number of paths."""
+        cfg, first, teacher_logits = self.cfg, None, None
         for activate in paths:
             activate()
             logits = self.model(x)
@@ -230,7 +238,9 @@ class _Run:
                 loss = distillation_loss(logits, first, y, alpha=cfg.distill_alpha,
                                          temperature=cfg.distill_temperature, label_smoothing=cfg.label_smoothing)
             else:
-                loss = self.loss(logits, x, y)
+                if self.teacher is not None and teacher_logits is None:
+                    teacher_logits = self.teacher_logits(x)
+                loss = self.loss(logits, x, y, teacher_logits)
             if first is None:
                 first = logits.detach()
             (loss / len(paths)).backward()
