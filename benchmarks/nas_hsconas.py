@@ -407,8 +407,10 @@ def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[A
             args: Any) -> list[dict[str, Any]]:
     """Train from scratch (supernet recipe, `--retrain-epochs`, seeds 0 … `--retrain-seeds` − 1) the best chosen
     model of each method in `--retrain-variants` (default: the HSCoNAS variants and random), and the family members
-    on either side of the budget; test accuracy on the held-out test split, averaged over seeds. Each pick is set against the
-    family at its predicted latency (linear between the two retrained members; outside them, the nearer one)."""
+    on either side of the budget; test accuracy on the held-out test split, averaged over seeds. Each pick is set
+    against the family at its predicted latency (linear between the two retrained members; outside them, the
+    nearer one). With `--retrain-shard K/N` only the K-th of every N unfinished run dirs is trained, and nothing
+    is returned (the report comes from a run without it)."""
     picks = [(v, max((c for c in summary[v]["chosen"] if c), key=lambda c: c["accuracy"], default=None))
              for v in args.retrain_variants]
     budget = ctx["budget"]["latency_ms"]
