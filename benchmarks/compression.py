@@ -138,6 +138,15 @@ def nncf_ptq(python: str, fp32: Path, out: Path, calib: np.ndarray) -> Path:
     return out
 
 
+def nncf_version(python: str) -> str:
+    """What the results record instead of the venv's path: e.g. 'nncf 3.4.0 (separate venv)'."""
+    import subprocess
+
+    done = subprocess.run([python, "-c", "import nncf; print(nncf.__version__)"], check=True, capture_output=True,
+                          text=True)
+    return f"nncf {done.stdout.strip()} (separate venv)"
+
+
 def ort_default(fp32: Path, out: Path, calib: np.ndarray, **overrides: Any) -> Path:
     """ONNX Runtime's `quantize_static` with its defaults (QDQ, int8 activations, per-tensor, min-max),
     or with `overrides` (e.g. the U8S8 per-channel setting), after its recommended pre-processing."""
@@ -564,7 +573,8 @@ def main() -> None:
             models = [bench_model(run, args, work) for run in args.runs]
             ceiling = kernel_ceiling(args, work) if "ceiling" in args.sections and not args.no_ceiling else []
             widths = width_sweep(args, work) if "width" in args.sections else []
-        result = {"quick": args.quick, "args": vars(args), "machine": machine_info(), "rounds": args.rounds,
+        settings = vars(args) | {"nncf_python": nncf_version(args.nncf_python) if args.nncf_python else None}
+        result = {"quick": args.quick, "args": settings, "machine": machine_info(), "rounds": args.rounds,
                   "repeats": args.repeats, "models": models, "kernel_ceiling": ceiling, "width_sweep": widths}
     atomic_write_json(RESULTS / f"{stem}.json", result)
     atomic_write_text(RESULTS / f"{stem}.md", markdown(result))
