@@ -35,6 +35,19 @@ def _recording(model: torch.nn.Module) -> list:
     return seen
 
 
+def _assert_one_sgd_step(model: torch.nn.Module, expected: torch.nn.Module, lr: float) -> None:
+    """Apply plain SGD (`lr`) with the gradients accumulated in `expected`, then check that `model`, trained by
+    `fit` from the same start, holds the same weights and that the step moved something."""
+    with torch.no_grad():
+        for p in expected.parameters():
+            if p.grad is not None:
+                p -= lr * p.grad
+    got, want, start = model.state_dict(), expected.state_dict(), make_model("bn").state_dict()
+    assert any(want[k].is_floating_point() and not torch.equal(want[k], start[k]) for k in want), "no step"
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5, msg=f"parameter {k}")
+
+
 @pytest.mark.parametrize("name", PATH_SAMPLINGS.names())
 def test_every_path_sampling_trains_the_tiny_supernet(name: str) -> None:
     model = make_model("bn")
@@ -82,15 +95,7 @@ def test_a_sandwich_step_averages_the_paths_and_distils_from_the_largest() -> No
         else:
             loss = distillation_loss(logits, first, y, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature)
         (loss / len(specs)).backward()
-    with torch.no_grad():
-        for p in expected.parameters():
-            if p.grad is not None:
-                p -= cfg.lr * p.grad
-    got, want, start = model.state_dict(), expected.state_dict(), make_model("bn").state_dict()
-    moved = [k for k in want if want[k].is_floating_point() and not torch.equal(want[k], start[k])]
-    assert moved, "the step changed nothing"
-    for k in want:
-        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5, msg=f"parameter {k}")
+    _assert_one_sgd_step(model, expected, cfg.lr)
 
 
 def test_a_teacher_runs_once_per_batch_whatever_the_number_of_paths() -> None:
@@ -117,14 +122,7 @@ def test_a_teacher_runs_once_per_batch_whatever_the_number_of_paths() -> None:
         expected.set_active(spec)
         loss = distillation_loss(expected(x), target, y, alpha=cfg.distill_alpha, temperature=cfg.distill_temperature)
         (loss / len(specs)).backward()
-    with torch.no_grad():
-        for p in expected.parameters():
-            if p.grad is not None:
-                p -= cfg.lr * p.grad
-    got, want, start = model.state_dict(), expected.state_dict(), make_model("bn").state_dict()
-    assert any(want[k].is_floating_point() and not torch.equal(want[k], start[k]) for k in want), "no step"
-    for k in want:
-        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5, msg=f"parameter {k}")
+    _assert_one_sgd_step(model, expected, cfg.lr)
 
 
 def test_a_killed_sandwich_run_resumes_to_the_uninterrupted_weights(tmp_path: Path) -> None:
