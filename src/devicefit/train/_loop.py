@@ -200,6 +200,7 @@ class _Run:
                                  temperature=cfg.distill_temperature, label_smoothing=cfg.label_smoothing)
 
     def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher's outputs for `x`, without gradients (only called when there is a teacher)."""
         assert self.teacher is not None
         with torch.no_grad():
             return self.teacher(x)
