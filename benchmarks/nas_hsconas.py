@@ -175,7 +175,7 @@ def train_supernet(space: Any, train: Any, args: Any, work: Path) -> tuple[Any, 
                          path_sampling=args.path_sampling, n_random=args.n_random)
     return net, run_dir, {"warm_start": repo_relative(args.warm_start or ""), "train_seconds": res.train_seconds,
                           "path_sampling": args.path_sampling, "n_random": args.n_random,
-                           "wall_s_this_run": time.perf_counter() - t0,
+                          "wall_s_this_run": time.perf_counter() - t0,
                           "epochs": args.supernet_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
                           "history": [h.to_dict() for h in res.history]}
 
@@ -421,10 +421,10 @@ def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[A
     picks += [(f"{fam} ×{f['width']}", f) for f in bracket]
     train = data[0]
     picks = [(name, point) for name, point in picks if point is not None]
+    cfgs = [dataclasses.replace(recipe(args, args.retrain_epochs), seed=seed) for seed in range(args.retrain_seeds)]
 
     def run_dir(point: dict[str, Any], seed: int) -> Path:
-        cfg = dataclasses.replace(recipe(args, args.retrain_epochs), seed=seed)
-        return scratch_dir(ctx["work"], "retrain", ArchSpec.from_dict(point["spec"]), cfg, len(train))
+        return scratch_dir(ctx["work"], "retrain", ArchSpec.from_dict(point["spec"]), cfgs[seed], len(train))
 
     mine: set[Path] = set()
     if args.retrain_shard:  # deal the unfinished run dirs round-robin, so the shards get equal work
@@ -440,8 +440,7 @@ def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[A
         for seed in range(args.retrain_seeds):
             if args.retrain_shard and run_dir(point, seed) not in mine:
                 continue
-            cfg = dataclasses.replace(recipe(args, args.retrain_epochs), seed=seed)
-            acc, seconds = train_from_scratch(ctx["space"], spec, cfg, data, run_dir(point, seed), name)
+            acc, seconds = train_from_scratch(ctx["space"], spec, cfgs[seed], data, run_dir(point, seed), name)
             accs.append(acc)
             secs += seconds
         if args.retrain_shard:
