@@ -431,9 +431,10 @@ def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[A
         k, n = args.retrain_shard
         todo = {run_dir(point, seed): f"{name} seed {seed}" for name, point in picks
                 for seed in range(args.retrain_seeds) if not (run_dir(point, seed) / "train.json").exists()}
-        mine = set(list(todo)[k - 1::n])
-        log(f"retrain shard {k}/{n}: {len(mine)} of {len(todo)} unfinished trainings: "
-            + ", ".join(todo[d] for d in list(todo)[k - 1::n]))
+        share = list(todo)[k - 1::n]
+        mine = set(share)
+        log(f"retrain shard {k}/{n}: {len(share)} of {len(todo)} unfinished trainings: "
+            + ", ".join(todo[d] for d in share))
     out = []
     for name, point in picks:
         accs, secs, spec = [], 0.0, ArchSpec.from_dict(point["spec"])

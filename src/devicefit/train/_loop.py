@@ -230,7 +230,8 @@ class _Run:
                     paths: Sequence[Callable[[], object]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward through every path (losses / len(paths)); the last path's cross-entropy and
         (detached) logits. A teacher runs once per batch, whatever the number of paths."""
-        cfg, first, teacher_logits = self.cfg, None, None
+        cfg, first = self.cfg, None
+        teacher_logits = None if self.teacher is None else self.teacher_logits(x)  # the first path always needs it
         for activate in paths:
             activate()
             logits = self.model(x)
@@ -239,8 +240,6 @@ class _Run:
                 loss = distillation_loss(logits, first, y, alpha=cfg.distill_alpha,
                                          temperature=cfg.distill_temperature, label_smoothing=cfg.label_smoothing)
             else:
-                if self.teacher is not None and teacher_logits is None:
-                    teacher_logits = self.teacher_logits(x)
                 loss = self.loss(logits, x, y, teacher_logits)
             if first is None:
                 first = logits.detach()
