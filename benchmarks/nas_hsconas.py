@@ -403,53 +403,84 @@ def measure_chosen(summary: dict[str, Any], family: list[dict[str, Any]], ctx: d
         f["measured"] = measure(f["spec"])
 
 
+def top_chosen(row: dict[str, Any], k: int) -> list[dict[str, Any]]:
+    """The `k` best distinct chosen models (one per search seed) of a method's summary row, by proxy accuracy."""
+    seen: set[str] = set()
+    out = []
+    for c in sorted((c for c in row["chosen"] if c), key=lambda c: -c["accuracy"]):
+        key = ArchSpec.from_dict(c["spec"]).to_json()
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    return out[:k]
+
+
 def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[Any, Any, Any], ctx: dict[str, Any],
             args: Any) -> list[dict[str, Any]]:
-    """Train from scratch (supernet recipe, `--retrain-epochs`, seeds 0 … `--retrain-seeds` − 1) the best chosen
-    model of each method in `--retrain-variants` (default: the HSCoNAS variants and random), and the family members
-    on either side of the budget; test accuracy on the held-out test split, averaged over seeds. Each pick is set
-    against the family at its predicted latency (linear between the two retrained members; outside them, the
-    nearer one). With `--retrain-shard K/N` only the K-th of every N unfinished run dirs is trained, and nothing
-    is returned (the report comes from a run without it)."""
-    picks = [(v, max((c for c in summary[v]["chosen"] if c), key=lambda c: c["accuracy"], default=None))
-             for v in args.retrain_variants]
+    """Train from scratch (supernet recipe, `--retrain-epochs`) the `--retrain-top` best chosen models of each method
+    in `--retrain-variants` (default: the HSCoNAS variants and random), and the family members on either side of the
+    budget; report test accuracy on the held-out test split, averaged over seeds.
+
+    Two stages. (a) Every candidate trains with seed 0, the family with seeds 0 … `--retrain-seeds` − 1. (b) Per
+    method, the candidate with the best seed-0 *validation* accuracy (the 500 proxy images, not the test split) is
+    the method's selected model and trains with the remaining seeds. With `--retrain-top 1` this is the old rule:
+    the proxy's best model, all seeds. Each row is set against the family at its predicted latency (linear between
+    the two retrained members; outside them, the nearer one). With `--retrain-shard K/N` only the K-th of every N
+    unfinished run dirs of the first unfinished stage is trained, and nothing is returned (the report comes from a
+    run without it; with K > 1 run the shards again once stage (a) is done)."""
     budget = ctx["budget"]["latency_ms"]
     fam = hand_family(ctx["space"])[0]
     under = [f for f in family if f["latency_ms"] <= budget]
     over = [f for f in family if f["latency_ms"] > budget]
     bracket = ([under[-1]] if under else []) + ([over[0]] if over else [])
-    picks += [(f"{fam} ×{f['width']}", f) for f in bracket]
+    cands = [(v, i + 1, c) for v in args.retrain_variants
+             for i, c in enumerate(top_chosen(summary[v], args.retrain_top))]
     train = data[0]
-    picks = [(name, point) for name, point in picks if point is not None]
     cfgs = [dataclasses.replace(recipe(args, args.retrain_epochs), seed=seed) for seed in range(args.retrain_seeds)]
 
     def run_dir(point: dict[str, Any], seed: int) -> Path:
         return scratch_dir(ctx["work"], "retrain", ArchSpec.from_dict(point["spec"]), cfgs[seed], len(train))
 
-    mine: set[Path] = set()
+    def finished(point: dict[str, Any], seed: int) -> bool:
+        return (run_dir(point, seed) / "train.json").exists()
+
+    stage_a = [(f"{v} #{i}", c, 0) for v, i, c in cands] + [
+        (f"{fam} ×{f['width']}", f, seed) for f in bracket for seed in range(args.retrain_seeds)]
     if args.retrain_shard:  # deal the unfinished run dirs round-robin, so the shards get equal work
         k, n = args.retrain_shard
-        todo = {run_dir(point, seed): f"{name} seed {seed}" for name, point in picks
-                for seed in range(args.retrain_seeds) if not (run_dir(point, seed) / "train.json").exists()}
+        todo = {run_dir(p, seed): (name, p, seed) for name, p, seed in stage_a if not finished(p, seed)}
+        stage = "a"
+        if not todo:
+            sel = select_by_val(cands, lambda c: read_json(run_dir(c, 0) / "train.json"), args.retrain_variants)
+            todo = {run_dir(c, seed): (f"{v} #{i}", c, seed) for v, (i, c) in sel.items()
+                    for seed in range(1, args.retrain_seeds) if not finished(c, seed)}
+            stage = "b"
         share = list(todo)[k - 1::n]
-        mine = set(share)
-        log(f"retrain shard {k}/{n}: {len(share)} of {len(todo)} unfinished trainings: "
-            + ", ".join(todo[d] for d in share))
+        log(f"retrain shard {k}/{n}, stage {stage}: {len(share)} of {len(todo)} unfinished trainings: "
+            + ", ".join(f"{todo[d][0]} seed {todo[d][2]}" for d in share))
+        for d in share:
+            name, p, seed = todo[d]
+            train_from_scratch(ctx["space"], ArchSpec.from_dict(p["spec"]), cfgs[seed], data, d, name)
+        return []
+    runs: dict[Path, tuple[float, float, float]] = {}
+
+    def trained(name: str, p: dict[str, Any], seed: int) -> tuple[float, float, float]:
+        d = run_dir(p, seed)
+        if d not in runs:
+            runs[d] = train_from_scratch(ctx["space"], ArchSpec.from_dict(p["spec"]), cfgs[seed], data, d, name)
+        return runs[d]
+
+    for name, p, seed in stage_a:
+        trained(name, p, seed)
+    sel = select_by_val(cands, lambda c: {"val": runs[run_dir(c, 0)][1]}, args.retrain_variants)
     out = []
-    for name, point in picks:
-        accs, secs, spec = [], 0.0, ArchSpec.from_dict(point["spec"])
-        for seed in range(args.retrain_seeds):
-            if args.retrain_shard and run_dir(point, seed) not in mine:
-                continue
-            acc, seconds = train_from_scratch(ctx["space"], spec, cfgs[seed], data, run_dir(point, seed), name)
-            accs.append(acc)
-            secs += seconds
-        if args.retrain_shard:
-            continue
-        out.append({"name": name, "family": point in bracket, "spec": point["spec"],
-                    "proxy_accuracy": point["accuracy"], "predicted_latency_ms": point["latency_ms"],
-                    "epochs": args.retrain_epochs, "seeds": list(range(args.retrain_seeds)),
-                    "test_accuracy_by_seed": accs, "test_accuracy": float(np.mean(accs)), "train_seconds": secs})
+    for v, i, c in cands:
+        seeds = range(args.retrain_seeds) if sel[v][0] == i else range(1)
+        res = [trained(f"{v} #{i}", c, seed) for seed in seeds]
+        out.append(row_of(v, i, c, res, args, family=False, selected=sel[v][0] == i))
+    for f in bracket:
+        res = [trained(f"{fam} ×{f['width']}", f, seed) for seed in range(args.retrain_seeds)]
+        out.append(row_of(f"{fam} ×{f['width']}", 0, f, res, args, family=True, selected=False))
     fam_rows = sorted((r for r in out if r["family"]), key=lambda r: r["predicted_latency_ms"])
     for r in out:
         if not r["family"] and fam_rows:
@@ -458,15 +489,42 @@ def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[A
     return out
 
 
+def select_by_val(cands: list[tuple[str, int, dict[str, Any]]], seed0: Callable[[dict[str, Any]], dict[str, Any]],
+                  variants: list[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+    """Per method: (rank, candidate) of its candidate with the best seed-0 validation accuracy; `seed0(candidate)` is
+    the seed-0 run's train.json (its `metrics.final.val_acc`) or {"val": accuracy}. Ties go to the better proxy."""
+    def val(c: dict[str, Any]) -> float:
+        rec = seed0(c)
+        return float(rec["val"]) if "val" in rec else float(rec["metrics"]["final"]["val_acc"])
+    out = {}
+    for v in variants:
+        mine = [(i, c) for vv, i, c in cands if vv == v]
+        if mine:
+            out[v] = max(mine, key=lambda ic: (val(ic[1]), -ic[0]))
+    return out
+
+
+def row_of(variant: str, rank: int, point: dict[str, Any], res: list[tuple[float, float, float]], args: Any, *,
+           family: bool, selected: bool) -> dict[str, Any]:
+    ops = point["spec"]["params"].get("ops", [])
+    return {"name": variant if family else f"{variant} #{rank}", "variant": variant, "proxy_rank": rank,
+            "family": family, "selected": selected, "spec": point["spec"], "proxy_accuracy": point["accuracy"],
+            "predicted_latency_ms": point["latency_ms"], "epochs": args.retrain_epochs,
+            "seeds": list(range(len(res))), "test_accuracy_by_seed": [r[0] for r in res],
+            "val_accuracy_by_seed": [r[1] for r in res], "test_accuracy": float(np.mean([r[0] for r in res])),
+            "val_accuracy": float(np.mean([r[1] for r in res])), "train_seconds": sum(r[2] for r in res),
+            "ops_count": {o: ops.count(o) for o in sorted(set(ops))}}
+
+
 def scratch_dir(work: Path, prefix: str, spec: ArchSpec, cfg: T.TrainConfig, n_train: int) -> Path:
     """The run dir of `spec` trained from scratch with `cfg` on `n_train` images."""
     return work / f"{prefix}-{tag([spec.to_dict(), dataclasses.asdict(cfg), n_train])}"
 
 
 def train_from_scratch(space: Any, spec: ArchSpec, cfg: T.TrainConfig, data: tuple[Any, Any, Any], run_dir: Path,
-                       name: str) -> tuple[float, float]:
+                       name: str) -> tuple[float, float, float]:
     """Train `spec` from scratch (seeded by `cfg.seed`) in `run_dir` (resumed, or loaded when finished); return
-    (test accuracy, training seconds)."""
+    (test accuracy, final validation accuracy, training seconds)."""
     train, val, test = data
     torch.manual_seed(cfg.seed)
     model = space.build(spec, num_classes=10, input_shape=SHAPE)
@@ -474,8 +532,9 @@ def train_from_scratch(space: Any, spec: ArchSpec, cfg: T.TrainConfig, data: tup
     res = T.fit(model, train, cfg, val_ds=val, run_dir=run_dir, progress=False, log=lambda m: log(f"train {m}"),
                 augment_default=D.DATASETS.get("cifar10").augment)
     acc = float(T.evaluate(model, test, batch_size=64)["accuracy"])
-    log(f"{name} seed {cfg.seed}: test accuracy {100 * acc:.1f}%")
-    return acc, res.train_seconds
+    val = float(res.final["val_acc"])
+    log(f"{name} seed {cfg.seed}: test accuracy {100 * acc:.1f}%, validation {100 * val:.1f}%")
+    return acc, val, res.train_seconds
 
 
 def interpolate(rows: list[dict[str, Any]], latency_ms: float) -> float:
@@ -592,23 +651,70 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {f['width']} | {100 * f['accuracy']:.1f} | {f['latency_ms']:.3f} | "
                      f"{f['measured']['latency_ms']:.3f} | {f['peak_sram_bytes'] / 1024:.0f} |")
     if doc["retrain"]:
-        lines += ["", "Retrained from scratch (trained accuracy on the held-out test split, mean over seeds; the "
-                  "family at the same predicted latency is linear between its two retrained members):", "",
-                  "| model | epochs | proxy acc. (%) | test acc. (%) (by seed) | pred. latency (ms) | "
-                  "family at same latency (%) | Δ (pt) |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for r in doc["retrain"]:
-            by_seed = ", ".join(f"{100 * a:.1f}" for a in r.get("test_accuracy_by_seed", [r["test_accuracy"]]))
-            fam_txt = (f"{100 * r['family_at_same_latency']:.1f} | {100 * r['delta_vs_family']:+.1f}"
-                       if "family_at_same_latency" in r else "— | —")
-            lines.append(f"| {r['name']} | {r['epochs']} | {100 * r['proxy_accuracy']:.1f} | "
-                         f"{100 * r['test_accuracy']:.1f} ({by_seed}) | {r['predicted_latency_ms']:.3f} | "
-                         f"{fam_txt} |")
+        lines += retrain_markdown(doc)
     return "\n".join(lines) + "\n"
+
+
+def kernel_mix(r: dict[str, Any]) -> str:
+    """'k3/k5/k7/skip · e3/e6' layer counts of a retrained row's ops."""
+    n = r.get("ops_count") or {}
+
+    def count(pred: Callable[[str], bool]) -> int:
+        return sum(v for k, v in n.items() if pred(k))
+    return (f"{count(lambda o: o.startswith('k3'))}/{count(lambda o: o.startswith('k5'))}/"
+            f"{count(lambda o: o.startswith('k7'))}/{n.get('skip', 0)} · "
+            f"{count(lambda o: o.endswith('e3'))}/{count(lambda o: o.endswith('e6'))}")
+
+
+def rank_agreement(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """Kendall tau between `key` and seed-0 test accuracy over the distinct retrained candidates (not the family)."""
+    from scipy.stats import kendalltau
+
+    uniq = {json.dumps(r["spec"], sort_keys=True): r for r in rows if not r["family"]}
+    xs = [r[key] if key != "val0" else r["val_accuracy_by_seed"][0] for r in uniq.values()]
+    ys = [r["test_accuracy_by_seed"][0] for r in uniq.values()]
+    tau = kendalltau(xs, ys).statistic if len(xs) > 2 else float("nan")
+    return {"tau": float(tau), "n": len(xs)}
+
+
+def retrain_markdown(doc: dict[str, Any]) -> list[str]:
+    rows, top = doc["retrain"], doc["settings"].get("retrain_top", 1)
+    lines = ["", "Retrained from scratch (trained accuracy on the held-out test split, mean over seeds; the family at "
+             "the same predicted latency is linear between its two retrained members"
+             + (f"; each method's {top} best chosen models by proxy trained with seed 0, the one with the best seed-0 "
+                "validation accuracy (500 images, the proxy's split) selected (✓) and trained with the other seeds"
+                if top > 1 else "") + "). Layers: k3/k5/k7/skip · e3/e6 counts of the searchable layers.", "",
+             "| model | epochs | proxy acc. (%) | val. acc. seed 0 (%) | test acc. (%) (by seed) | "
+             "pred. latency (ms) | family at same latency (%) | Δ (pt) | layers |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        by_seed = ", ".join(f"{100 * a:.1f}" for a in r.get("test_accuracy_by_seed", [r["test_accuracy"]]))
+        val0 = f"{100 * r['val_accuracy_by_seed'][0]:.1f}" if r.get("val_accuracy_by_seed") else "—"
+        fam_txt = (f"{100 * r['family_at_same_latency']:.1f} | {100 * r['delta_vs_family']:+.1f}"
+                   if "family_at_same_latency" in r else "— | —")
+        mark = " ✓" if r.get("selected") and top > 1 else ""
+        lines.append(f"| {r['name']}{mark} | {r['epochs']} | {100 * r['proxy_accuracy']:.1f} | {val0} | "
+                     f"{100 * r['test_accuracy']:.1f} ({by_seed}) | {r['predicted_latency_ms']:.3f} | {fam_txt} | "
+                     f"{kernel_mix(r) if r.get('ops_count') else '—'} |")
+    if top > 1:
+        lines += ["", "Per method, the proxy's pick (#1) against the validation-selected model (test accuracy, mean "
+                  "over the seeds each got; Δ against the family at the same predicted latency):", "",
+                  "| method | proxy's pick: test (%) / Δ | selected: rank, test (%) / Δ |", "|---|---|---|"]
+        for v in dict.fromkeys(r["variant"] for r in rows if not r["family"]):
+            first = next(r for r in rows if r["variant"] == v and r["proxy_rank"] == 1)
+            sel = next(r for r in rows if r["variant"] == v and r["selected"])
+            lines.append(f"| {v} | {100 * first['test_accuracy']:.1f} / {100 * first['delta_vs_family']:+.1f} | "
+                         f"#{sel['proxy_rank']}, {100 * sel['test_accuracy']:.1f} / "
+                         f"{100 * sel['delta_vs_family']:+.1f} |")
+        px, va = rank_agreement(rows, "proxy_accuracy"), rank_agreement(rows, "val0")
+        lines += ["", f"Rank agreement with seed-0 test accuracy over the {px['n']} distinct retrained candidates "
+                  f"(Kendall tau): supernet proxy {px['tau']:+.2f}, trained validation accuracy {va['tau']:+.2f}."]
+    return lines
 
 
 # -- driver -----------------------------------------------------------------------------------------------------
 
-RETRAINABLE = ("hsconas-full", "hsconas-no-shrink", "hsconas-no-scaling", "random")
+RETRAINABLE = ("hsconas-full", "hsconas-no-shrink", "hsconas-no-scaling", "random", "evolution")
 QUICK = {"n_train": 500, "n_val": 100, "supernet_epochs": 1, "trials": 8, "seeds": [0, 1], "init": 4,
          "stage_trials": 2, "latency_samples": 6, "repeats": 20, "scaling_rank": "cost", "retrain_epochs": 1}
 
@@ -661,7 +767,10 @@ def parse_args() -> argparse.Namespace:
                          "(default: no guard, spend the budget)")
     ap.add_argument("--retrain-epochs", type=int, default=0, help="retrain the chosen models (0 = no)")
     ap.add_argument("--retrain-seeds", type=int, default=1, help="training seeds per retrained model")
-    ap.add_argument("--retrain-variants", nargs="+", choices=RETRAINABLE, default=list(RETRAINABLE),
+    ap.add_argument("--retrain-top", type=int, default=1,
+                    help="retrain each method's K best chosen models (by proxy) with seed 0 and keep the one with the "
+                         "best validation accuracy, which alone gets the other seeds (default 1: the proxy's pick)")
+    ap.add_argument("--retrain-variants", nargs="+", choices=RETRAINABLE, default=list(RETRAINABLE[:4]),
                     help="methods whose best chosen model is retrained (beside the family members around the budget)")
     ap.add_argument("--retrain-shard", type=shard, default=None, metavar="K/N",
                     help="train only the K-th of N interleaved shares of the retraining jobs (model × seed) and "

@@ -64,6 +64,15 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["search", "--space", "mbconv", "--target", "host-ort", "--latency-ms", "1", "--method",
                  "random", "--path-sampling", "zigzag", "--out", str(tmp_path / "z.json")]) == 2
     assert "path_sampling must be one of sandwich, uniform, got 'zigzag'" in capsys.readouterr().err
+    assert main(["search", "--space", "mbconv", "--target", "host-ort", "--latency-ms", "1", "--method",
+                 "random", "--retrain-top", "3", "--out", str(tmp_path / "z.json")]) == 2
+    assert "retrain_top 3 picks among networks trained from scratch: set retrain_epochs > 0" in capsys.readouterr().err
+    assert main(["search", "--space", "mbconv", "--target", "host-ort", "--latency-ms", "1", "--method",
+                 "random", "--retrain-top", "0", "--retrain-epochs", "1", "--out", str(tmp_path / "z.json")]) == 2
+    assert "retrain_top" in capsys.readouterr().err
+    assert main(["search", "--space", "mbconv", "--target", "host-ort", "--latency-ms", "1", "--method",
+                 "lightnas", "--retrain-top", "2", "--out", str(tmp_path / "z.json")]) == 2
+    assert "lightnas ends on one architecture" in capsys.readouterr().err
     assert not (tmp_path / "z.json").exists()
 
 
@@ -231,7 +240,7 @@ def test_cli_supernet_search_records_verifies_and_resumes(method: str, tmp_path:
     scaling = method == "hsconas"
     common = [*SUPERNET, "--method", method, "--out", str(out), "--work-dir", str(work),
               *(["--scaling-max-drop", "0"] if scaling else ["--no-channel-scaling", "--retrain-epochs", "1",
-                                                            "--path-sampling", "sandwich"])]
+                                                            "--retrain-top", "2", "--path-sampling", "sandwich"])]
     assert main([*common, "--latency-ms", "1e-4"]) == 2
     err = capsys.readouterr().err
     assert "below the smallest network of mbconv on host-ort:" in err and "ms measured" in err
@@ -261,21 +270,35 @@ def test_cli_supernet_search_records_verifies_and_resumes(method: str, tmp_path:
     top = max(e["metrics"]["accuracy"] for e in record["evaluated"] if e["feasible"])
     c = record["chosen"]  # the searched spec is a feasible candidate of the top accuracy (ties are possible)
     best = next(e for e in record["evaluated"] if e["spec"] == c["searched_spec"])
+    searched = c["spec"]
     assert best["feasible"] and best["metrics"]["accuracy"] == top
     assert c["predicted_ms"] <= budget and c["measured_ms"] > 0
     assert c["measured_over_budget"] == pytest.approx(c["measured_ms"] / budget)
+    acc, n_val = c["supernet_val_accuracy"], c["val_images"]  # the proxy's binomial noise on its split
+    assert n_val > 0 and c["supernet_val_accuracy_sampling_std"] == pytest.approx((acc * (1 - acc) / n_val) ** 0.5)
     widen = [step for step in c["channel_scaling"] if step["move"] == "widen"]
     assert all(step["cost"] <= budget for step in widen)
-    if not scaling:  # random: no scaling; the chosen network retrained from scratch, its test accuracy kept
+    if not scaling:  # random: no scaling; the two best candidates retrained from scratch, the better by val. chosen
         assert record["config"]["path_sampling"] == "sandwich"  # its supernet trained by the sandwich rule
-        assert c["channel_scaling"] == [] and record["retrain"]["epochs"] == 1
-        assert 0.0 <= record["retrain"]["test_accuracy"] <= 1.0
-        assert (Path(record["retrain"]["run_dir"]) / "model.pt").is_file()
+        rt = record["retrain"]
+        assert c["channel_scaling"] == [] and rt["epochs"] == 1
+        fin = rt["finalists"]
+        assert len(fin) == 2 and fin[0]["spec"] == c["searched_spec"] and fin[1]["spec"] != fin[0]["spec"]
+        runner_up = max((e for e in record["evaluated"] if e["feasible"] and e["spec"] != c["searched_spec"]),
+                        key=lambda e: e["metrics"]["accuracy"])
+        assert fin[1]["supernet_val_accuracy"] == runner_up["metrics"]["accuracy"]
+        pick = rt["finalist"]
+        assert fin[pick]["val_accuracy"] == max(f["val_accuracy"] for f in fin) and c["spec"] == fin[pick]["spec"]
+        assert rt["test_accuracy"] == fin[pick]["test_accuracy"] and 0.0 <= rt["test_accuracy"] <= 1.0
+        assert c["selected_by"].startswith(f"validation accuracy after training: finalist {pick + 1} of 2")
+        for f in fin:
+            assert (Path(f["run_dir"]) / "model.pt").is_file() and 0.0 <= f["test_accuracy"] <= 1.0
+        searched = fin[0]["spec"]
     else:  # scaling kept the best-scoring widths seen on its walk
         assert record["retrain"] is None and record["config"]["scaling_max_drop"] == 0.0
         assert c["supernet_val_accuracy"] >= max(e["metrics"]["accuracy"] for e in record["evaluated"]
                                                  if e["spec"] == c["searched_spec"])
-    assert ArchSpec.from_dict(c["spec"])["ops"] == ArchSpec.from_dict(best["spec"])["ops"]  # scaling keeps ops
+    assert ArchSpec.from_dict(searched)["ops"] == ArchSpec.from_dict(best["spec"])["ops"]  # scaling keeps ops
     spec = ArchSpec.from_dict(read_json(Path(c["model_dir"]) / "spec.json"))
     assert spec.to_dict() == c["spec"]
     load_weights(get_space("mbconv").build(spec, num_classes=10), Path(c["model_dir"]) / "model.pt")

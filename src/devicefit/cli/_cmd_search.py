@@ -59,6 +59,9 @@ class SearchCommand:
                        help="paths per supernet step: uniform (one, default) or sandwich (largest + smallest + "
                             "--n-random uniform ones, distilled from the largest; about 3x the time per epoch)")
         h.add_argument("--n-random", type=int, default=1, help="uniform paths per sandwich step (default 1)")
+        h.add_argument("--retrain-top", type=int, default=1,
+                       help="with --retrain-epochs: train the K best candidates by supernet accuracy from scratch and "
+                            "choose the one with the best validation accuracy (default 1: the search's winner)")
         h.add_argument("--latency-samples", type=int, default=16,
                        help="networks timed for the latency model (default 16; reused once measured)")
         h.add_argument("--no-channel-scaling", action="store_true", help="skip HSCoNAS channel scaling")
@@ -91,6 +94,9 @@ class SearchCommand:
         from devicefit.space import TabularSpace, get_space
 
         if args.method == "lightnas":
+            if args.retrain_top != 1:
+                raise ConfigError("--retrain-top picks among a search's candidates; lightnas ends on one "
+                                  "architecture (retrain it with --retrain-epochs)")
             return _lightnas(args, out)
         if args.latency_ms is None:
             raise ConfigError(f"--latency-ms is required for --method {args.method} (only lightnas can take "
@@ -178,8 +184,8 @@ def _supernet(args: argparse.Namespace, out: Output) -> int:
         n_trials=args.n_trials, options=_options(args.option),
         latency_samples=args.latency_samples, channel_scaling=not args.no_channel_scaling,
         scaling_max_drop=args.scaling_max_drop,
-        bn_batches=args.bn_batches, retrain_epochs=args.retrain_epochs, threads=args.threads,
-        seed=args.seed, storage=args.storage, study_name=args.study_name)
+        bn_batches=args.bn_batches, retrain_epochs=args.retrain_epochs, retrain_top=args.retrain_top,
+        threads=args.threads, seed=args.seed, storage=args.storage, study_name=args.study_name)
     record = run_supernet_search_job(cfg, path, log=out.say, progress=out.progress)
     c = record["chosen"]
     out.say(f"chosen: {' '.join(c['spec']['params']['ops'])} at widths {c['spec']['params']['widths']}; measured "
@@ -189,8 +195,12 @@ def _supernet(args: argparse.Namespace, out: Output) -> int:
     fronts = ", ".join(f"{len(v)} vs {k.split(':')[-1]}" for k, v in record["pareto"].items())
     out.say(f"Pareto fronts of supernet accuracy: {fronts} (trial numbers under 'pareto' in {path})")
     if record["retrain"]:
-        out.say(f"retrained from scratch for {record['retrain']['epochs']} epoch(s): test accuracy "
-                f"{100 * record['retrain']['test_accuracy']:.2f}%")
+        rt = record["retrain"]
+        for i, f in enumerate(rt.get("finalists", [])):
+            out.say(f"finalist {i + 1}: supernet accuracy {100 * f['supernet_val_accuracy']:.1f}%, trained "
+                    f"validation {100 * f['val_accuracy']:.1f}%, test {100 * f['test_accuracy']:.2f}%"
+                    f"{' (chosen)' if i == rt['finalist'] else ''}")
+        out.say(f"retrained from scratch for {rt['epochs']} epoch(s): test accuracy {100 * rt['test_accuracy']:.2f}%")
     out.set_result(**{k: v for k, v in record.items() if k != "evaluated"}, out=str(path))
     return 0
 

@@ -15,7 +15,11 @@ Steps (work folder `work_dir`; each resumes where a killed run stopped):
    `model.onnx`), BatchNorm re-estimated, scored on the test split, and timed on the target (median over
    `verify_sessions` fresh runtime sessions) next to the latency model's prediction;
 6. with `retrain_epochs` > 0, the chosen network is trained from scratch (the supernet's recipe, checkpointed
-   in `<model dir>/retrain`) and its test accuracy reported: the accuracy that counts.
+   in `<model dir>/retrain`) and its test accuracy reported: the accuracy that counts. With `retrain_top` K > 1
+   the K best feasible candidates by supernet accuracy (the channel-scaled winner first) are all trained so, and
+   the one with the best *validation* accuracy after training becomes the chosen network (steps 5 and 6 then
+   describe it; `chosen.searched_spec` and `chosen.channel_scaling` stay those of the search's winner); all of
+   them are listed under `retrain.finalists`. The test split plays no part in the choice.
 The record (`out`, atomic) holds the config, the latency model with its leave-one-out error, every evaluated
 candidate (with its analytic int8 peak SRAM, `peak_sram_bytes`: the largest set of live activations, what a
 microcontroller's arena must hold), the Pareto fronts of supernet accuracy against estimated latency and
@@ -66,8 +70,9 @@ class SupernetSearchJobConfig:
     runs each; bn_batches: BatchNorm re-estimation batches per scored path; channel_scaling: HSCoNAS scaling
     of the winner (`scaling_max_drop`: stop widening when the proxy falls by more than this, keeping the
     best-scoring widths; None: spend the budget); verify_sessions: fresh sessions timing the chosen network;
-    retrain_epochs: training from scratch (0: none); storage/study_name: the Optuna study (None: `<out>.db`,
-    a name derived from the settings)."""
+    retrain_epochs: training from scratch (0: none); retrain_top: candidates trained from scratch, the best by
+    validation accuracy chosen (1: the search's winner only; > 1 needs retrain_epochs); storage/study_name: the
+    Optuna study (None: `<out>.db`, a name derived from the settings)."""
 
     latency_ms: float = 0.0
     work_dir: str = ""
@@ -92,6 +97,7 @@ class SupernetSearchJobConfig:
     scaling_max_drop: float | None = None
     verify_sessions: int = 3
     retrain_epochs: int = 0
+    retrain_top: int = 1
     threads: int = 1
     seed: int = 0
     storage: str | None = None
@@ -117,6 +123,10 @@ class SupernetSearchJobConfig:
         check_int("latency_repeats", self.latency_repeats, 3)
         check_int("n_train", self.n_train)
         check_int("retrain_epochs", self.retrain_epochs)
+        check_int("retrain_top", self.retrain_top, 1)
+        if self.retrain_top > 1 and not self.retrain_epochs:
+            raise ConfigError(f"retrain_top {self.retrain_top} picks among networks trained from scratch: set "
+                              "retrain_epochs > 0 as well")
         if self.scaling_max_drop is not None and not self.scaling_max_drop >= 0:
             raise ConfigError(f"scaling_max_drop must be >= 0 or None, got {self.scaling_max_drop!r}")
         check_int("seed", self.seed)
@@ -134,6 +144,23 @@ def default_options(method: str, n_trials: int) -> dict[str, Any]:
     if method == "evolution":
         return {"population": init, "sample_size": max(1, init // 4)}
     return {}
+
+
+def _sampling_std(accuracy: float, n: int) -> float:
+    """Binomial standard deviation of an accuracy measured on `n` independent images: candidates whose proxies
+    differ by less than about twice this are not told apart by the validation split."""
+    return (accuracy * (1.0 - accuracy) / n) ** 0.5
+
+
+def _runners_up(history: Any, chosen: ArchSpec, searched: ArchSpec, n: int) -> list[ArchSpec]:
+    """The `n` best feasible evaluated candidates by supernet accuracy, other than the searched winner and its
+    channel-scaled `chosen` (distinct specs; fewer when the search found fewer)."""
+    seen, out = {chosen.to_json(), searched.to_json()}, []
+    for h in sorted((h for h in history if h.feasible), key=lambda h: -h.metrics["accuracy"]):
+        if len(out) < n and h.spec.to_json() not in seen:
+            seen.add(h.spec.to_json())
+            out.append(h.spec)
+    return out
 
 
 def run_supernet_search_job(cfg: SupernetSearchJobConfig, out: str | Path, *, log: Log | None = None,
@@ -240,6 +267,27 @@ def run_supernet_search_job(cfg: SupernetSearchJobConfig, out: str | Path, *, lo
         say(f"channel scaling: widths {list(result.best.spec['widths'])} -> {list(chosen['widths'])}, supernet "
             f"accuracy {100 * score(result.best.spec):.1f}% -> {100 * score(chosen):.1f}%")
 
+    # 6 (before 5 when several finalists train: the choice decides which network is verified)
+    retrain = None
+    if cfg.retrain_epochs:
+        rcfg = dataclasses.replace(tcfg, epochs=cfg.retrain_epochs)
+        finalists = [chosen, *_runners_up(result.history, chosen, result.best.spec, cfg.retrain_top - 1)]
+        runs = []
+        for i, spec in enumerate(finalists):
+            run_dir = work / f"searched-{spec.spec_id[:8]}" / "retrain"
+            if len(finalists) > 1:
+                say(f"finalist {i + 1}/{len(finalists)}: supernet accuracy {100 * score(spec):.1f}%")
+            run = retrain_from_scratch(space, spec, cfg.data, (train, val, test), classes, rcfg, run_dir, log=say,
+                                       progress=progress)
+            runs.append(run | {"run_dir": str(run_dir), "spec": spec.to_dict(),
+                               "supernet_val_accuracy": score(spec)})
+        pick = max(range(len(runs)), key=lambda i: (runs[i]["val_accuracy"], -i))  # ties: the better proxy
+        chosen, retrain = finalists[pick], dict(runs[pick]) | {"finalist": pick}
+        if len(runs) > 1:
+            retrain["finalists"] = runs
+            say(f"chose finalist {pick + 1} of {len(runs)} by validation accuracy after training "
+                f"({100 * runs[pick]['val_accuracy']:.1f}%)")
+
     # 5. the chosen network: files, test accuracy with the shared weights, measured latency
     net = T.recalibrate_bn_(supernet.extract(chosen), train, batches=cfg.bn_batches, batch_size=cfg.batch_size,
                             seed=cfg.seed).eval()
@@ -252,27 +300,30 @@ def run_supernet_search_job(cfg: SupernetSearchJobConfig, out: str | Path, *, lo
                                 repeats=cfg.latency_repeats, sessions=cfg.verify_sessions, seed=cfg.seed)
     predicted = costs.estimate(chosen)[cname]
     test_acc = float(T.evaluate(net, test, batch_size=64)["accuracy"])
+    noise = _sampling_std(score(chosen), len(val))
     say(f"chosen: predicted {predicted:.4g} ms, measured {lat.median_ms:.4g} ms for a {cfg.latency_ms:g} ms budget; "
-        f"supernet-weight accuracy val {100 * score(chosen):.1f}%, test {100 * test_acc:.1f}%; network in "
+        f"supernet-weight accuracy val {100 * score(chosen):.1f}% (± {100 * noise:.1f} points sampling noise on "
+        f"{len(val)} images), test {100 * test_acc:.1f}%; network in "
         f"{model_dir}")
-    retrain = None
-    if cfg.retrain_epochs:
-        rcfg, run_dir = dataclasses.replace(tcfg, epochs=cfg.retrain_epochs), model_dir / "retrain"
-        retrain = retrain_from_scratch(space, chosen, cfg.data, (train, val, test), classes, rcfg, run_dir, log=say,
-                                       progress=progress)
-        retrain["run_dir"] = str(run_dir)
     record = {
         "kind": "supernet-search", "config": to_dict(cfg) | {"options": options},
         "storage": storage, "study_name": name, "search_s": search_s,
         "latency_model": lm.to_dict(), "constraints": costs.describe, "smallest_ms": smallest_ms,
         "chosen": {"spec": chosen.to_dict(), "searched_spec": result.best.spec.to_dict(),
+                   "selected_by": ("supernet accuracy" if retrain is None or "finalists" not in retrain else
+                                   f"validation accuracy after training: finalist {retrain['finalist'] + 1} of "
+                                   f"{len(retrain['finalists'])} (1 = the search's channel-scaled winner)"),
                    "channel_scaling": scaling, "predicted_ms": predicted, "measured_ms": lat.median_ms,
                    "measured_over_budget": lat.median_ms / cfg.latency_ms,
                    "measurement": lat.measurement.to_dict(),
                    "supernet_val_accuracy": score(chosen), "supernet_test_accuracy": test_acc,
+                   "supernet_val_accuracy_sampling_std": noise,
+                   "val_images": len(val),
                    "model_dir": str(model_dir),
                    "note": "accuracies use the supernet's shared weights (BatchNorm re-estimated): they rank "
-                           "candidates; `retrain` holds the accuracy of the network trained from scratch"},
+                           "candidates, within the sampling noise of the validation split "
+                           "(`supernet_val_accuracy_sampling_std`); `retrain` holds the accuracy of the network "
+                           "trained from scratch"},
         "retrain": retrain,
         "machine": machine_info(), **result.to_dict(),
     }
