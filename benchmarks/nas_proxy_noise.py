@@ -102,6 +102,27 @@ def candidates(result: dict[str, Any], work: Path, top: int) -> dict[str, dict[s
     return out
 
 
+def proxy_fit(work: Path) -> dict[str, Any]:
+    """Least squares of the proxy (in points) over every candidate the searches scored, on predicted latency and
+    the op mix: does the proxy prefer large kernels, expansion 6 or skips at a fixed latency? Coefficients are
+    points per layer against a k3_e3 layer (per ms for latency, per unit of mean stage width for widths)."""
+    seen: dict[str, tuple[dict[str, Any], dict[str, float]]] = {}
+    for f in sorted(work.glob("search-*.json")):
+        for h in read_json(f)["evaluated"]:
+            seen[ArchSpec.from_dict(h["spec"]).to_json()] = (h["spec"]["params"], h["metrics"])
+    names = ["intercept", "latency_ms", "k5_layers", "k7_layers", "e6_layers", "skip_layers", "mean_width"]
+    rows, ys = [], []
+    for params, m in seen.values():
+        ops = params["ops"]
+        rows.append([1.0, m["latency_ms"], sum(o.startswith("k5") for o in ops), sum(o.startswith("k7") for o in ops),
+                     sum(o.endswith("e6") for o in ops), ops.count("skip"), float(np.mean(params["widths"]))])
+        ys.append(100 * m["accuracy"])
+    x, y = np.asarray(rows), np.asarray(ys)
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    return {"n": len(ys), "coef_points": dict(zip(names, coef.tolist(), strict=True)),
+            "residual_std_points": float(np.std(y - x @ coef, ddof=len(names)))}
+
+
 def kendall(xs: list[float], ys: list[float]) -> float:
     return float(kendalltau(xs, ys).statistic) if len(xs) > 2 else float("nan")
 
@@ -130,6 +151,7 @@ def main() -> None:
     # stored class by class, so consecutive images would make one-class splits)
     score_path = sn_dir / f"fresh-images-{N.tag([len(fresh), s['bn_batches'], s['batch_size']])}.jsonl"
     scores = cached(score_path)
+    n_cached_scores = len(scores)
     parts = np.random.default_rng(1).permutation(len(fresh))[: args.splits * args.split_size]
     parts = parts.reshape(args.splits, args.split_size)
     for n_done, (key, c) in enumerate(cands.items()):
@@ -147,6 +169,7 @@ def main() -> None:
 
     test_path = work / "test10k.jsonl"
     tests = cached(test_path)
+    n_cached_tests = len(tests)
     retrained = []
     for r in result["retrain"]:
         spec = ArchSpec.from_dict(r["spec"])
@@ -170,8 +193,10 @@ def main() -> None:
                         "bn_batches": s["bn_batches"], "work_dir": N.repo_relative(str(work))},
            "fresh_images": len(fresh), "subset_images_excluded": overlap, "test_images": len(test10k),
            "candidates": list(cands.values()), "retrained": retrained, "wall_s": time.perf_counter() - t0,
+           "scored_this_run": len(scores) - n_cached_scores, "tested_this_run": len(tests) - n_cached_tests,
            "machine": machine_info()}
     doc["summary"] = summarise(doc, result)
+    doc["summary"]["proxy_fit"] = proxy_fit(work)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out.with_suffix(".json"), doc)
     atomic_write_text(args.out.with_suffix(".md"), markdown(doc))
@@ -197,7 +222,7 @@ def summarise(doc: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
         curse[v] = {"proxy": float(np.mean([p for p, _ in pairs])), "fresh": float(np.mean([f for _, f in pairs])),
                     "n": len(pairs)}
     fam = [c for c in cands if any(r.startswith("family") for r in c["roles"])]
-    rt = [r for r in doc["retrained"] if not r["family"]]
+    rt = list({ArchSpec.from_dict(r["spec"]).to_json(): r for r in doc["retrained"] if not r["family"]}.values())
     target = [r["test10k_by_seed"][0] for r in rt]
     tau = {"proxy (500 val)": kendall([r["proxy_accuracy"] for r in rt], target),
            f"proxy ({doc['fresh_images']} fresh)": kendall([r["fresh_proxy"] for r in rt], target)}
@@ -225,7 +250,9 @@ def markdown(doc: dict[str, Any]) -> str:
              f"({doc['subset_images_excluded']:,} excluded), as {st['splits']} splits of {st['split_size']}; "
              f"{len(doc['candidates'])} candidates: each search's {st['top_per_search']} best by proxy, the retrained "
              f"networks and the family. Retrained networks tested on the full {doc['test_images']:,}-image test set. "
-             f"Wall {doc['wall_s'] / 60:.1f} min, 1 thread.", "",
+             f"Wall {doc['wall_s'] / 60:.1f} min this run on 1 thread ({doc['scored_this_run']} candidates scored and "
+             f"{doc['tested_this_run']} networks tested in it; the others' figures came from the work dir's cache).",
+             "",
              f"- Proxy noise: the accuracy of one candidate varies by **{100 * sm['split_std_mean']:.2f} points** "
              f"(std) from one {st['split_size']}-image split to the next (binomial expectation "
              f"{100 * sm['binomial_std_mean']:.2f}).",
@@ -256,12 +283,19 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {r['name']}{mark} | {100 * r['proxy_accuracy']:.1f} | {100 * r['fresh_proxy']:.1f} | "
                      f"{r['predicted_latency_ms']:.3f} | {100 * float(np.mean(r['test_accuracy_by_seed'])):.1f} | "
                      f"{100 * r['test10k']:.1f} ({by}) |")
+    fit = sm["proxy_fit"]
+    cf = fit["coef_points"]
+    lines += ["", f"Least squares of the 500-image proxy over all {fit['n']} candidates the searches scored: "
+              f"{cf['latency_ms']:+.2f} points per predicted ms, per layer against k3 {cf['k5_layers']:+.2f} (k5) and "
+              f"{cf['k7_layers']:+.2f} (k7), {cf['e6_layers']:+.2f} per e6 layer, {cf['skip_layers']:+.2f} per skip, "
+              f"{cf['mean_width']:+.2f} per unit of mean stage width; residual std {fit['residual_std_points']:.2f} "
+              "points."]
     if sm["trained_val_minus_test10k_mean"] is not None:
         lines += ["", "Trained networks score on average "
                   f"{100 * sm['trained_val_minus_test10k_mean']:+.1f} points on the 500 validation images against "
                   "the 10,000 test images."]
     lines += ["", f"Kendall tau against seed-0 test accuracy on 10,000 images, over the "
-              f"{sm['n_retrained_candidates']} retrained candidates (family excluded):", "",
+              f"{sm['n_retrained_candidates']} distinct retrained candidates (family excluded):", "",
               "| ranked by | tau |", "|---|---:|"]
     lines += [f"| {k} | {v:+.2f} |" for k, v in sm["tau_vs_test10k_seed0"].items()]
     return "\n".join(lines) + "\n"
