@@ -37,6 +37,9 @@ every layer k3_e6) is scored by the same proxy. At the end each method's chosen 
 with `--retrain-epochs` the best model of each HSCoNAS variant and of random, and the family members on either
 side of the budget, are trained from scratch with the supernet's recipe (`--retrain-seeds` seeds each) and their
 test accuracy reported (trained accuracy), each pick beside the family interpolated to its predicted latency.
+With `--retrain-top K` each method's K best chosen models train with seed 0 and the one with the best validation
+accuracy after training gets the other seeds (`retrain()`); `benchmarks/nas_proxy_noise.py` re-scores and
+re-tests such a run on more images.
 
 Everything lands in a work dir (benchmarks/runs/nas_hsconas[-quick]/): supernet checkpoint, latency samples,
 scores, one optuna study and one JSON per method × seed; a rerun skips what is finished. Writes
