@@ -82,7 +82,7 @@ def append(path: Path, row: dict[str, Any]) -> None:
         fh.write(json.dumps(row) + "\n")
 
 
-def candidates(result: dict[str, Any], work: Path, top: int) -> dict[str, dict[str, Any]]:
+def candidates(result: dict[str, Any], searches: dict[str, Any], top: int) -> dict[str, dict[str, Any]]:
     """spec json -> {spec, proxy (the search's 500-image score), roles}: each search's `top` best feasible
     candidates, the retrained networks and the family."""
     out: dict[str, dict[str, Any]] = {}
@@ -90,11 +90,10 @@ def candidates(result: dict[str, Any], work: Path, top: int) -> dict[str, dict[s
     def add(spec: dict[str, Any], proxy: float, role: str) -> None:
         key = ArchSpec.from_dict(spec).to_json()
         out.setdefault(key, {"spec": spec, "proxy": proxy, "roles": []})["roles"].append(role)
-    for f in sorted(work.glob("search-*.json")):
-        doc = read_json(f)
+    for stem, doc in searches.items():
         best = sorted((h for h in doc["evaluated"] if h["feasible"]), key=lambda h: -h["metrics"]["accuracy"])
         for i, h in enumerate(best[:top]):
-            add(h["spec"], h["metrics"]["accuracy"], f"{f.stem.rsplit('-', 1)[0][len('search-'):]} top{i + 1}")
+            add(h["spec"], h["metrics"]["accuracy"], f"{stem.rsplit('-', 1)[0][len('search-'):]} top{i + 1}")
     for r in result["retrain"]:
         add(r["spec"], r["proxy_accuracy"], f"retrained {r['name']}")
     for f in result["family"]:
@@ -102,13 +101,13 @@ def candidates(result: dict[str, Any], work: Path, top: int) -> dict[str, dict[s
     return out
 
 
-def proxy_fit(work: Path) -> dict[str, Any]:
+def proxy_fit(searches: dict[str, Any]) -> dict[str, Any]:
     """Least squares of the proxy (in points) over every candidate the searches scored, on predicted latency and
     the op mix: does the proxy prefer large kernels, expansion 6 or skips at a fixed latency? Coefficients are
     points per layer against a k3_e3 layer (per ms for latency, per unit of mean stage width for widths)."""
     seen: dict[str, tuple[dict[str, Any], dict[str, float]]] = {}
-    for f in sorted(work.glob("search-*.json")):
-        for h in read_json(f)["evaluated"]:
+    for doc in searches.values():
+        for h in doc["evaluated"]:
             seen[ArchSpec.from_dict(h["spec"]).to_json()] = (h["spec"]["params"], h["metrics"])
     names = ["intercept", "latency_ms", "k5_layers", "k7_layers", "e6_layers", "skip_layers", "mean_width"]
     rows, ys = [], []
@@ -143,7 +142,8 @@ def main() -> None:
     test10k = D.load_dataset("cifar10", "test", args.data_dir)
     net, sn_dir, _ = N.train_supernet(space, train, ns, work)  # finished: loaded from its checkpoint
     net.eval()
-    cands = candidates(result, work, args.top_per_search)
+    searches = {f.stem: read_json(f) for f in sorted(work.glob("search-*.json"))}  # one JSON per method × seed
+    cands = candidates(result, searches, args.top_per_search)
     N.log(f"{len(cands)} candidates; {len(fresh)} fresh images ({overlap} of the full training set are the "
           f"bundled subset's); scoring")
 
@@ -196,7 +196,7 @@ def main() -> None:
            "scored_this_run": len(scores) - n_cached_scores, "tested_this_run": len(tests) - n_cached_tests,
            "machine": machine_info()}
     doc["summary"] = summarise(doc, result)
-    doc["summary"]["proxy_fit"] = proxy_fit(work)
+    doc["summary"]["proxy_fit"] = proxy_fit(searches)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out.with_suffix(".json"), doc)
     atomic_write_text(args.out.with_suffix(".md"), markdown(doc))
@@ -215,9 +215,9 @@ def summarise(doc: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
              for c in cands]
     tops = [c for c in cands if any(" top" in r for r in c["roles"])]
     curse = {}
+    by_key = {ArchSpec.from_dict(c["spec"]).to_json(): c for c in cands}
     for v, row in result["methods"].items():
         chosen = [ArchSpec.from_dict(c["spec"]).to_json() for c in row["chosen"] if c]
-        by_key = {ArchSpec.from_dict(c["spec"]).to_json(): c for c in cands}
         pairs = [(by_key[k]["proxy"], by_key[k]["fresh_accuracy"]) for k in chosen if k in by_key]
         curse[v] = {"proxy": float(np.mean([p for p, _ in pairs])), "fresh": float(np.mean([f for _, f in pairs])),
                     "n": len(pairs)}
