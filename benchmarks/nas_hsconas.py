@@ -454,7 +454,8 @@ def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[A
         todo = {run_dir(p, seed): (name, p, seed) for name, p, seed in stage_a if not finished(p, seed)}
         stage = "a"
         if not todo:
-            sel = select_by_val(cands, lambda c: read_json(run_dir(c, 0) / "train.json"), args.retrain_variants)
+            sel = select_by_val(cands, lambda c: read_json(run_dir(c, 0) / "train.json")["metrics"]["final"]["val_acc"],
+                                args.retrain_variants)
             todo = {run_dir(c, seed): (f"{v} #{i}", c, seed) for v, (i, c) in sel.items()
                     for seed in range(1, args.retrain_seeds) if not finished(c, seed)}
             stage = "b"
@@ -475,7 +476,7 @@ def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[A
 
     for name, p, seed in stage_a:
         trained(name, p, seed)
-    sel = select_by_val(cands, lambda c: {"val": runs[run_dir(c, 0)][1]}, args.retrain_variants)
+    sel = select_by_val(cands, lambda c: runs[run_dir(c, 0)][1], args.retrain_variants)
     out = []
     for v, i, c in cands:
         seeds = range(args.retrain_seeds) if sel[v][0] == i else range(1)
@@ -492,18 +493,15 @@ def retrain(summary: dict[str, Any], family: list[dict[str, Any]], data: tuple[A
     return out
 
 
-def select_by_val(cands: list[tuple[str, int, dict[str, Any]]], seed0: Callable[[dict[str, Any]], dict[str, Any]],
+def select_by_val(cands: list[tuple[str, int, dict[str, Any]]], val0: Callable[[dict[str, Any]], float],
                   variants: list[str]) -> dict[str, tuple[int, dict[str, Any]]]:
-    """Per method: (rank, candidate) of its candidate with the best seed-0 validation accuracy; `seed0(candidate)` is
-    the seed-0 run's train.json (its `metrics.final.val_acc`) or {"val": accuracy}. Ties go to the better proxy."""
-    def val(c: dict[str, Any]) -> float:
-        rec = seed0(c)
-        return float(rec["val"]) if "val" in rec else float(rec["metrics"]["final"]["val_acc"])
+    """Per method: (rank, candidate) of its candidate with the best seed-0 validation accuracy `val0(candidate)`.
+    Ties go to the better proxy."""
     out = {}
     for v in variants:
         mine = [(i, c) for vv, i, c in cands if vv == v]
         if mine:
-            out[v] = max(mine, key=lambda ic: (val(ic[1]), -ic[0]))
+            out[v] = max(mine, key=lambda ic: (val0(ic[1]), -ic[0]))
     return out
 
 
@@ -669,15 +667,18 @@ def kernel_mix(r: dict[str, Any]) -> str:
             f"{count(lambda o: o.endswith('e3'))}/{count(lambda o: o.endswith('e6'))}")
 
 
-def rank_agreement(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
-    """Kendall tau between `key` and seed-0 test accuracy over the distinct retrained candidates (not the family)."""
+def kendall(xs: list[float], ys: list[float]) -> float:
+    """Kendall's tau of two rankings (nan for fewer than 3 items)."""
     from scipy.stats import kendalltau
 
-    uniq = {json.dumps(r["spec"], sort_keys=True): r for r in rows if not r["family"]}
+    return float(kendalltau(xs, ys).statistic) if len(xs) > 2 else float("nan")
+
+
+def rank_agreement(rows: list[dict[str, Any]], key: str) -> dict[str, float]:
+    """Kendall tau between `key` and seed-0 test accuracy over the distinct retrained candidates (not the family)."""
+    uniq = {ArchSpec.from_dict(r["spec"]).to_json(): r for r in rows if not r["family"]}
     xs = [r[key] if key != "val0" else r["val_accuracy_by_seed"][0] for r in uniq.values()]
-    ys = [r["test_accuracy_by_seed"][0] for r in uniq.values()]
-    tau = kendalltau(xs, ys).statistic if len(xs) > 2 else float("nan")
-    return {"tau": float(tau), "n": len(xs)}
+    return {"tau": kendall(xs, [r["test_accuracy_by_seed"][0] for r in uniq.values()]), "n": len(xs)}
 
 
 def retrain_markdown(doc: dict[str, Any]) -> list[str]:

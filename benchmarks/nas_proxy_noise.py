@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import kendalltau
 
 from devicefit import data as D
 from devicefit import train as T
@@ -120,10 +119,6 @@ def proxy_fit(searches: dict[str, Any]) -> dict[str, Any]:
     coef = np.linalg.lstsq(x, y, rcond=None)[0]
     return {"n": len(ys), "coef_points": dict(zip(names, coef.tolist(), strict=True)),
             "residual_std_points": float(np.std(y - x @ coef, ddof=len(names)))}
-
-
-def kendall(xs: list[float], ys: list[float]) -> float:
-    return float(kendalltau(xs, ys).statistic) if len(xs) > 2 else float("nan")
 
 
 def main() -> None:
@@ -224,18 +219,18 @@ def summarise(doc: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     fam = [c for c in cands if any(r.startswith("family") for r in c["roles"])]
     rt = list({ArchSpec.from_dict(r["spec"]).to_json(): r for r in doc["retrained"] if not r["family"]}.values())
     target = [r["test10k_by_seed"][0] for r in rt]
-    tau = {"proxy (500 val)": kendall([r["proxy_accuracy"] for r in rt], target),
-           f"proxy ({doc['fresh_images']} fresh)": kendall([r["fresh_proxy"] for r in rt], target)}
+    tau = {"proxy (500 val)": N.kendall([r["proxy_accuracy"] for r in rt], target),
+           f"proxy ({doc['fresh_images']} fresh)": N.kendall([r["fresh_proxy"] for r in rt], target)}
     if all(r.get("val_accuracy_by_seed") for r in rt):
-        tau["trained val. (500, seed 0)"] = kendall([r["val_accuracy_by_seed"][0] for r in rt], target)
-    tau["trained test (1,000, seed 0)"] = kendall([r["test_accuracy_by_seed"][0] for r in rt], target)
+        tau["trained val. (500, seed 0)"] = N.kendall([r["val_accuracy_by_seed"][0] for r in rt], target)
+    tau["trained test (1,000, seed 0)"] = N.kendall([r["test_accuracy_by_seed"][0] for r in rt], target)
     fam_drop = float(np.mean([c["proxy"] - c["fresh_accuracy"] for c in fam]))
     with_val = [r for r in doc["retrained"] if r.get("val_accuracy_by_seed")]
     val_gap = (float(np.mean([np.mean(r["val_accuracy_by_seed"]) - r["test10k"] for r in with_val]))
                if with_val else None)
     return {"split_std_mean": float(np.mean(split_std)), "binomial_std_mean": float(np.mean(binom)),
             "family_drop_mean": fam_drop, "trained_val_minus_test10k_mean": val_gap,
-            "tau_top_proxy_vs_fresh": kendall([c["proxy"] for c in tops], [c["fresh_accuracy"] for c in tops]),
+            "tau_top_proxy_vs_fresh": N.kendall([c["proxy"] for c in tops], [c["fresh_accuracy"] for c in tops]),
             "n_top": len(tops), "winners_curse": curse,
             "family": {family_label(c, result["family_name"]): {"proxy": c["proxy"], "fresh": c["fresh_accuracy"]}
                        for c in fam},
