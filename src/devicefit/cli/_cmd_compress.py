@@ -72,7 +72,8 @@ def _summarize(m: dict[str, Any], out: Output) -> None:
 @command("prune")
 class PruneCommand(_CompressCommand):
     method = "prune"
-    help = "structured channel pruning (physical removal) with fine-tuning; writes a new run directory"
+    help = ("structured pruning (channels and residual blocks physically removed) with fine-tuning; writes a new "
+            "run directory")
 
     def add_shortcuts(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--ratio", type=float, help="fraction of channels removed, in (0, 1)")
@@ -86,6 +87,11 @@ class PruneCommand(_CompressCommand):
                                  "source, both timed side by side (robust to a drifting machine)")
         parser.add_argument("--max-step-ratio", type=float,
                             help="latency-driven: most channels one round removes (default 0.3)")
+        parser.add_argument("--drop-blocks", type=int,
+                            help="first remove this many residual blocks (depth pruning), then prune channels")
+        parser.add_argument("--block-criterion", help="how blocks are chosen: loss (default) or branch_norm")
+        parser.add_argument("--no-channels", dest="channel_pruning", action="store_false", default=None,
+                            help="with --drop-blocks: remove blocks only, no channel pruning")
         parser.add_argument("--final-epochs", type=int,
                             help="after pruning, fine-tune this many more epochs (checkpointed; a killed job "
                                  "resumes there)")
@@ -94,7 +100,8 @@ class PruneCommand(_CompressCommand):
         return [("prune.ratio", args.ratio), ("prune.importance", args.importance), ("prune.steps", args.steps),
                 ("finetune.epochs", args.epochs), ("distill", args.distill), ("latency_ms", args.latency_ms),
                 ("speedup", args.speedup), ("max_step_ratio", args.max_step_ratio),
-                ("final_epochs", args.final_epochs)]
+                ("final_epochs", args.final_epochs), ("drop_blocks", args.drop_blocks),
+                ("block_criterion", args.block_criterion), ("channel_pruning", args.channel_pruning)]
 
 
 @command("quantize")

@@ -1,4 +1,5 @@
-"""Compression: structured channel pruning (physical removal, latency-driven mode), unstructured magnitude pruning,
+"""Compression: structured channel pruning (physical removal, latency-driven mode), depth pruning (residual blocks
+removed), unstructured magnitude pruning,
 int8 post-training quantization to ONNX QDQ (registered calibrators, CLE, bias correction, AdaRound), LSQ
 quantization-aware training and mixed precision from measured layer sensitivity."""
 
@@ -14,6 +15,15 @@ from ._calibrators import (
     list_calibrators,
     make_calibrator,
 )
+from ._depth import (
+    BLOCK_CRITERIA,
+    BYPASSES,
+    DepthPruneConfig,
+    DepthPruner,
+    block_scores,
+    bypass_blocks,
+    removable_blocks,
+)
 from ._fold import bias_correct_, equalize_, fold_batchnorm, relu6_to_relu_
 from ._latency_prune import LatencyPruneConfig, prune_to_latency
 from ._lsq import LSQConfig, LSQFakeQuant, LSQQuantizer, QuantWrapper, quant_layers
@@ -27,6 +37,8 @@ from ._resize import load_pruned_state_, pruned_shapes
 from ._sparse import MagnitudeConfig, MagnitudePruner, sparse_storage_bytes
 
 __all__ = [
+    "BLOCK_CRITERIA",
+    "BYPASSES",
     "CALIBRATORS",
     "FLOAT_COMPUTE_OPS",
     "IMPORTANCES",
@@ -34,6 +46,8 @@ __all__ = [
     "PRUNERS",
     "QUANTIZERS",
     "Calibrator",
+    "DepthPruneConfig",
+    "DepthPruner",
     "EntropyCalibrator",
     "LSQConfig",
     "LSQFakeQuant",
@@ -53,6 +67,8 @@ __all__ = [
     "TensorHistogram",
     "adaround_",
     "bias_correct_",
+    "block_scores",
+    "bypass_blocks",
     "calibration_input",
     "choose_bit_widths",
     "classifier_layers",
@@ -75,6 +91,7 @@ __all__ = [
     "quant_layers",
     "quantizable_tensors",
     "relu6_to_relu_",
+    "removable_blocks",
     "runtime_op_counts",
     "sparse_storage_bytes",
     "unsupported_modules",

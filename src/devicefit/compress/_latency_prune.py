@@ -32,7 +32,8 @@ __all__ = ["LatencyPruneConfig", "prune_to_latency"]
 @dataclass(frozen=True)
 class LatencyPruneConfig:
     """The goal, exactly one of: `latency_ms` (median, batch 1, on `target`) or `speedup` (unpruned / pruned
-    latency, > 1, measured side by side; robust to machine drift). max_steps: pruning rounds before giving up;
+    latency, > 1, measured side by side; robust to machine drift). max_steps: pruning rounds before giving up
+    (0: only measure the starting model);
     min_step_ratio/max_step_ratio: bounds on the channels removed per round; prune: criterion, rounding and
     unsupported-op handling (its ratio/steps are set per round); rounds/repeats/threads: each measurement's
     interleaved rounds, timed runs per round and runtime threads."""
@@ -61,7 +62,7 @@ class LatencyPruneConfig:
         if self.min_step_ratio > self.max_step_ratio:
             raise ConfigError(f"min_step_ratio ({self.min_step_ratio}) must be <= max_step_ratio "
                               f"({self.max_step_ratio})")
-        check_int("max_steps", self.max_steps, 1)
+        check_int("max_steps", self.max_steps, 0)
         check_int("rounds", self.rounds, 1)
         check_int("repeats", self.repeats, 3)
         check_int("threads", self.threads, 1)
@@ -92,11 +93,13 @@ def _remaining(h: dict[str, Any], cfg: LatencyPruneConfig) -> float:
 
 def _needed_mac_cut(history: list[dict[str, Any]], left: float) -> float:
     """The factor by which MACs must still fall for latency to fall by `left`: latency ∝ MACs^γ with γ from
-    the measured speed-up against the MACs removed so far (clipped to [0.3, 1.5]), 1 before the first cut."""
+    the speed-up measured since round 0 against the MACs removed since then (clipped to [0.3, 1.5]), 1 before
+    the first cut."""
     first, last = history[0], history[-1]
     gamma = 1.0
-    if last["macs"] < first["macs"] and last["speedup"] > 1.0:
-        gamma = min(max(math.log(last["speedup"]) / math.log(first["macs"] / last["macs"]), 0.3), 1.5)
+    if last["macs"] < first["macs"] and last["speedup"] > first["speedup"]:
+        gained = last["speedup"] / first["speedup"]  # round 0 may already be a slimmer start than the model
+        gamma = min(max(math.log(gained) / math.log(first["macs"] / last["macs"]), 0.3), 1.5)
     return float(left ** (1.0 / gamma))
 
 
@@ -127,15 +130,20 @@ def _smallest_sufficient_step(net: nn.Module, macs0: int, input_shape: tuple[int
 
 
 def prune_to_latency(model: nn.Module, input_shape: tuple[int, ...], cfg: LatencyPruneConfig, *,
-                     finetune: Finetune | None = None, strict: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+                     finetune: Finetune | None = None, strict: bool = False,
+                     start: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Prune a copy of `model` round by round until the goal of `cfg` is measured on `cfg.target`.
+
+    `start`: an already slimmer version of `model` (e.g. with residual blocks removed) to prune on from; round 0
+    measures it beside `model`, and every speed-up stays against `model`.
 
     Returns (model, record): record holds every round's channel ratio, MACs, the pruned and unpruned
     latency (medians of interleaved rounds), their paired ratio (`speedup`), and each round's candidates and
     the MAC cut it needed. If `max_steps` rounds do not reach the goal, or a round finds nothing left to remove
     (`stopped` says why), the last model is returned with `reached: False`, or, with `strict`, a `BudgetError`
     names the goal, the reason and the best figure measured."""
-    net, history, stopped = model, [_round(0, 0.0, model, model, input_shape, cfg)], None
+    net = model if start is None else start
+    history, stopped = [_round(0, 0.0, model, net, input_shape, cfg)], None
     for step in range(1, cfg.max_steps + 1):
         left = _remaining(history[-1], cfg)
         if left <= 1.0:

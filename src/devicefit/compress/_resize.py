@@ -10,6 +10,8 @@ from torch import nn
 
 from devicefit.core import DataError
 
+from ._depth import _bypass, removable_blocks
+
 __all__ = ["load_pruned_state_", "pruned_shapes"]
 
 
@@ -38,9 +40,21 @@ def _resized(name: str, old: nn.Module, state: Mapping[str, torch.Tensor]) -> nn
     raise DataError(f"pruned weights resize layer {name!r} ({type(old).__name__}), which cannot be rebuilt")
 
 
+def _bypass_missing_blocks_(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Replace (in place) each removable residual block of `model` none of whose weights `state` holds by its
+    bypass: depth pruning removed that block."""
+    for path in removable_blocks(model):
+        if not any(k.startswith(path + ".") for k in state):
+            parent, _, leaf = path.rpartition(".")
+            replacement = _bypass(model.get_submodule(path))
+            setattr(model.get_submodule(parent) if parent else model, leaf, replacement)
+
+
 def load_pruned_state_(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
     """Resize every Conv2d/Linear/BatchNorm2d of `model` (in place) to the shapes in `state`, load `state`
-    strictly and return `model`. Depthwise convs stay depthwise. A mismatch → DataError naming the layer."""
+    strictly and return `model`. Depthwise convs stay depthwise; a removable residual block with no weights in
+    `state` (depth pruning removed it) is replaced by its bypass. A mismatch → DataError naming the layer."""
+    _bypass_missing_blocks_(model, state)
     for name, module in list(model.named_modules()):
         new = _resized(name, module, state) if name else None
         if new is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from devicefit.compress import LatencyPruneConfig, PruneConfig, PTQConfig
+from devicefit.compress import DepthPruneConfig, LatencyPruneConfig, PruneConfig, PTQConfig
 from devicefit.core import (
     ArchSpec,
     ConfigError,
@@ -63,6 +63,11 @@ class CompressJobConfig:
         until the pruned model runs `speedup` times faster than the source timed beside it (latency-driven
         mode, at most one of the two; `prune.ratio`/`steps` then set per round, each round removing at most
         `max_step_ratio` of the channels), else prune `prune.ratio` in `prune.steps` steps.
+    drop_blocks: for "prune", first remove this many residual blocks (depth pruning: each replaced by its
+        bypass, chosen greedily by `block_criterion` on 512 labelled training images, then one fine-tune), then
+        prune channels as above from the thinner network (`channel_pruning=False`: blocks only). On a CPU at
+        batch 1 a removed block saves its operators' fixed cost too: on the AVX-512 VM, ResNet-20 without 4 of its
+        9 blocks measured 1.9x faster at 1.86x fewer MACs, where channel pruning needed 4x fewer MACs for 2x.
     final_epochs: for "prune", after the last pruning step or round, fine-tune this many more epochs with the
         `finetune` settings (and the teacher when `distill`): the short per-step recovery keeps the rounds cheap,
         the final run restores accuracy. Checkpointed in `run_dir/final_finetune/`, the pruned weights before it
@@ -86,6 +91,9 @@ class CompressJobConfig:
     latency_ms: float | None = None
     speedup: float | None = None
     max_step_ratio: float = 0.3
+    drop_blocks: int = 0
+    block_criterion: str = "loss"
+    channel_pruning: bool = True
     final_epochs: int = 0
     student: ModelConfig = field(default_factory=lambda: ModelConfig(name="", params={}))
     n_calibration: int = 256
@@ -105,6 +113,16 @@ class CompressJobConfig:
             LatencyPruneConfig(latency_ms=self.latency_ms, speedup=self.speedup, target=self.target,
                                max_step_ratio=self.max_step_ratio)
         check_int("final_epochs", self.final_epochs, 0)
+        check_int("drop_blocks", self.drop_blocks, 0)
+        if self.drop_blocks:
+            DepthPruneConfig(blocks=self.drop_blocks, criterion=self.block_criterion)  # validates the criterion
+        if not isinstance(self.channel_pruning, bool):
+            raise ConfigError(f"channel_pruning must be a bool, got {self.channel_pruning!r}")
+        if (self.drop_blocks or not self.channel_pruning) and self.method != "prune":
+            raise ConfigError(f"drop_blocks / channel_pruning are pruning settings: they need method='prune' (got "
+                              f"method={self.method!r})")
+        if not self.channel_pruning and not self.drop_blocks:
+            raise ConfigError("channel_pruning=false leaves nothing to prune: set drop_blocks to remove blocks")
         if self.method == "prune" and self.prune.round_to == "auto":
             from devicefit.hardware import channel_multiple
 
@@ -279,6 +297,28 @@ def _finetune_fn(ctx: _Ctx, teacher: nn.Module | None, epochs: int | None = None
     return finetune
 
 
+def _drop_blocks(ctx: _Ctx, shape: tuple[int, ...], finetune: Callable[[nn.Module], nn.Module] | None
+                 ) -> tuple[nn.Module, dict[str, Any] | None]:
+    """The source with `drop_blocks` residual blocks removed (scored on 512 labelled training images) and
+    fine-tuned once, and the removal's record; the source itself and None when no block is to go."""
+    import torch
+
+    from devicefit import compress as C
+    from devicefit import data as D
+
+    if not ctx.cfg.drop_blocks:
+        return ctx.src.model, None
+    ds = D.calibration_split(ctx.train, min(512, len(ctx.train)), seed=0)
+    x, y = D.to_float_tensor(ds, ds.x), torch.as_tensor(ds.y, dtype=torch.long)
+    batches = [(x[i:i + 128], y[i:i + 128]) for i in range(0, len(y), 128)]
+    pruner = C.DepthPruner(C.DepthPruneConfig(blocks=ctx.cfg.drop_blocks, criterion=ctx.cfg.block_criterion))
+    net = pruner.fit(ctx.src.model, shape, batches=batches).result_.model
+    ctx.log("depth pruning removed %s (%s)", ", ".join(pruner.removed_), ctx.cfg.block_criterion)
+    if finetune is not None:
+        net = finetune(net).eval()
+    return net, pruner.report()
+
+
 _PRUNED, _PRUNED_DETAILS = "pruned.pt", "pruned.json"  # the pruned weights before the final fine-tune
 
 
@@ -310,15 +350,21 @@ def _prune(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
                                         round_floor=prune.round_floor or channel_floor(cfg.target))
             ctx.log("round_to=auto: channel counts in multiples of %d on %s%s", prune.round_to, cfg.target,
                     f" ({prune.round_floor} below that)" if prune.round_floor else "")
+        start, depth = _drop_blocks(ctx, shape, finetune)
         if cfg.latency_ms is not None or cfg.speedup is not None:
             lcfg = C.LatencyPruneConfig(latency_ms=cfg.latency_ms, speedup=cfg.speedup, target=cfg.target,
                                         max_step_ratio=cfg.max_step_ratio, prune=prune,
-                                        rounds=cfg.latency_rounds, repeats=max(3, cfg.latency_repeats))
-            net, details = C.prune_to_latency(ctx.src.model, shape, lcfg, finetune=finetune)
-        else:
-            res = C.StructuredPruner(prune).fit(ctx.src.model, shape, finetune=finetune).result_
+                                        rounds=cfg.latency_rounds, repeats=max(3, cfg.latency_repeats),
+                                        max_steps=8 if cfg.channel_pruning else 0)
+            net, details = C.prune_to_latency(ctx.src.model, shape, lcfg, finetune=finetune, start=start)
+        elif cfg.channel_pruning:
+            res = C.StructuredPruner(prune).fit(start, shape, finetune=finetune).result_
             net, details = res.model, res.to_dict()
+        else:
+            net, details = start, {}
         details = {**details, "round_to": prune.round_to, "round_floor": prune.round_floor}
+        if depth is not None:
+            details = {**details, "blocks": depth}
         if cfg.final_epochs:
             T.save_weights(net, stash)
             atomic_write_json(stash_details, details)
