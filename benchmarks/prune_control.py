@@ -92,6 +92,7 @@ def main() -> None:
     doc = {"benchmark": args.name, "source": args.source.name, "prune_result": linked,
            "epochs": epochs, "rounds": rounds, "round_epochs": int(pruned["config"]["finetune"]["epochs"]),
            "final_epochs": int(pruned["config"].get("final_epochs", 0)), "finetune": pcfg["finetune"] | overrides,
+           "depth_epochs": depth_epochs(pruned), "blocks_removed": pm["details"].get("blocks", {}).get("removed", []),
            "source_accuracy": m["before"]["accuracy"], "control_accuracy": m["after"]["accuracy"],
            "pruned_source_accuracy": pm["before"]["accuracy"], "pruned_accuracy": pm["after"]["accuracy"],
            "pruned_speedup": pm.get("speedup"), "pruned_macs": pm["after"]["macs"], "macs": m["before"]["macs"],
@@ -108,18 +109,29 @@ def main() -> None:
     print(markdown(doc))
 
 
+def depth_epochs(pruned: dict[str, Any]) -> int:
+    """Epochs of the one fine-tune after residual blocks were removed (`drop_blocks`), 0 without it."""
+    cfg = pruned["config"]
+    return int(cfg["finetune"]["epochs"]) if cfg.get("drop_blocks") and not cfg.get("no_finetune") else 0
+
+
 def pruned_epochs(pruned: dict[str, Any]) -> int:
-    """Epochs the pruned network trained: each pruning round's fine-tune plus the final fine-tune."""
-    rounds = max(len(pruned["metrics"]["details"].get("history", [])) - 1, 0)  # entry 0 is the unpruned timing
-    return rounds * int(pruned["config"]["finetune"]["epochs"]) + int(pruned["config"].get("final_epochs", 0))
+    """Epochs the pruned network trained: the fine-tune after removing blocks, each channel-pruning round's
+    fine-tune and the final fine-tune."""
+    rounds = max(len(pruned["metrics"]["details"].get("history", [])) - 1, 0)  # entry 0 is the starting timing
+    return (depth_epochs(pruned) + rounds * int(pruned["config"]["finetune"]["epochs"])
+            + int(pruned["config"].get("final_epochs", 0)))
 
 
 def markdown(d: dict[str, Any]) -> str:
     pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
     pts = lambda v: f"{100 * v:+.2f}"  # noqa: E731
     lines = [f"# Matched control of a pruning run ({d['benchmark']})", "",
-             f"Control: the unpruned `{d['source']}` fine-tuned {d['epochs']} epochs ({d['rounds']} pruning rounds × "
-             f"{d['round_epochs']} + {d['final_epochs']} final) with the pruning run's recipe "
+             f"Control: the unpruned `{d['source']}` fine-tuned {d['epochs']} epochs ("
+             + (f"{d['depth_epochs']} after removing {len(d['blocks_removed'])} blocks + "
+                if d.get("depth_epochs") else "")
+             + f"{d['rounds']} pruning rounds × {d['round_epochs']} + {d['final_epochs']} final) with the pruning "
+             "run's recipe "
              f"(SGD lr {d['finetune']['lr']}, {d['finetune']['schedule']}, batch {d['finetune']['batch_size']}, "
              f"{d['finetune']['threads']} threads; {d['wall_s'] / 60:.0f} min), method `finetune` of the compress job. "
              "Pruned: "

@@ -171,3 +171,19 @@ def test_latency_driven_pruning_starts_from_a_depth_pruned_network_and_times_it_
     first = record["history"][0]
     assert first["macs"] == analyze(slim, SHAPE).macs < analyze(net, SHAPE).macs
     assert set(first["rounds_ms"]) == {"unpruned", "pruned"} and first["speedup"] > 0
+
+
+def test_prune_command_takes_the_depth_options(source: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import devicefit.cli._cmd_compress  # noqa: F401  (registers prune until _app imports it)
+    from devicefit.cli import main
+
+    argv = ["--json", "prune", str(source), "--run-dir", str(tmp_path / "c"), "--drop-blocks", "1", "--no-channels",
+            "--block-criterion", "branch_norm", "--set", "no_finetune=true", "--set", "latency_repeats=5",
+            "--set", "latency_rounds=1"]
+    assert main(argv) == 0
+    m = json.loads(capsys.readouterr().out)
+    record = json.loads((tmp_path / "c" / "compress.json").read_text())
+    assert record["config"]["drop_blocks"] == 1 and record["config"]["channel_pruning"] is False
+    assert len(m["details"]["blocks"]["removed"]) == 1 and m["after"]["macs"] < m["before"]["macs"]
+    assert "round_to" in m["details"] and "history" not in m["details"]  # no channel pruning ran

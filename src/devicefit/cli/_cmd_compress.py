@@ -66,6 +66,9 @@ def _summarize(m: dict[str, Any], out: Output) -> None:
     cached = " (cached)" if m.get("cached") else ""
     out.table(f"{m['method']}: {m['source']} → {m.get('run_dir', '')}{cached}", ["", "before", "after"], rows)
     out.say(f"speed-up {m['speedup']:.2f}× ({m['latency_method']}); test: {m['test_source']}")
+    blocks = (m.get("details") or {}).get("blocks")
+    if blocks:
+        out.say(f"residual blocks removed ({blocks['criterion']}): {', '.join(blocks['removed'])}")
     out.set_result(**m)
 
 
