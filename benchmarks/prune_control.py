@@ -110,9 +110,10 @@ def main() -> None:
 
 
 def depth_epochs(pruned: dict[str, Any]) -> int:
-    """Epochs of the one fine-tune after residual blocks were removed (`drop_blocks`), 0 without it."""
+    """Epochs of the one fine-tune after residual blocks were removed (`depth.blocks`), 0 without it."""
     cfg = pruned["config"]
-    return int(cfg["finetune"]["epochs"]) if cfg.get("drop_blocks") and not cfg.get("no_finetune") else 0
+    blocks = (cfg.get("depth") or {}).get("blocks", 0)
+    return int(cfg["finetune"]["epochs"]) if blocks and not cfg.get("no_finetune") else 0
 
 
 def pruned_epochs(pruned: dict[str, Any]) -> int:

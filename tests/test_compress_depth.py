@@ -1,5 +1,5 @@
 """Depth pruning: residual blocks replaced by their exact bypass, chosen greedily by every registered criterion,
-the result reloadable from its state dict, and the prune job's `drop_blocks` end to end."""
+the result reloadable from its state dict, and the prune job's `depth` settings end to end."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def test_too_many_blocks_and_bad_settings_are_clear_errors() -> None:
                                                                                batches=_batches(1))
     assert C.removable_blocks(full.result_.model) == []
     with pytest.raises(ConfigError, match="blocks"):
-        C.DepthPruneConfig(blocks=0)
+        C.DepthPruneConfig(blocks=-1)
     with pytest.raises(ConfigError, match="unknown block criterion 'gradient'"):
         C.DepthPruneConfig(criterion="gradient")
     with pytest.raises(ConfigError, match="batch"):
@@ -133,7 +133,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_prune_job_drops_blocks_records_them_and_the_run_reloads(source: Path, tmp_path: Path) -> None:
     cfg = CompressJobConfig(source=str(source), method="prune", run_dir=str(tmp_path / "d"), no_finetune=True,
-                            drop_blocks=2, block_criterion="branch_norm", channel_pruning=False,
+                            depth=C.DepthPruneConfig(blocks=2, criterion="branch_norm"), channel_pruning=False,
                             latency_repeats=5, latency_rounds=1)
     m = run_compress_job(cfg)
     blocks = m["details"]["blocks"]
@@ -143,22 +143,20 @@ def test_prune_job_drops_blocks_records_them_and_the_run_reloads(source: Path, t
     assert sum(p.numel() for p in reloaded.parameters()) == m["after"]["params"]
     assert set(C.removable_blocks(reloaded)).isdisjoint(blocks["removed"])
     # with channel pruning after the blocks, the network is thinner still
+    depth = C.DepthPruneConfig(blocks=2, criterion="branch_norm")
     both = run_compress_job(CompressJobConfig(source=str(source), method="prune", run_dir=str(tmp_path / "b"),
-                                              no_finetune=True, drop_blocks=2, block_criterion="branch_norm",
-                                              latency_repeats=5, latency_rounds=1))
+                                              no_finetune=True, depth=depth, latency_repeats=5, latency_rounds=1))
     assert both["after"]["macs"] < m["after"]["macs"]
     assert both["details"]["blocks"]["removed"] == blocks["removed"]
 
 
 def test_prune_job_refuses_depth_settings_that_cannot_apply(source: Path) -> None:
     with pytest.raises(ConfigError, match="method='prune'"):
-        CompressJobConfig(source=str(source), method="quantize", run_dir="x", drop_blocks=1)
+        CompressJobConfig(source=str(source), method="quantize", run_dir="x", depth=C.DepthPruneConfig(blocks=1))
     with pytest.raises(ConfigError, match="leaves nothing to prune"):
         CompressJobConfig(source=str(source), method="prune", run_dir="x", channel_pruning=False)
-    with pytest.raises(ConfigError, match="drop_blocks"):
-        CompressJobConfig(source=str(source), method="prune", run_dir="x", drop_blocks=-1)
-    with pytest.raises(ConfigError, match="unknown block criterion"):
-        CompressJobConfig(source=str(source), method="prune", run_dir="x", drop_blocks=1, block_criterion="x")
+    with pytest.raises(ConfigError, match="blocks"):
+        C.DepthPruneConfig(blocks=-1)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # few repeats on a shared CPU: spread warnings expected
@@ -184,6 +182,6 @@ def test_prune_command_takes_the_depth_options(source: Path, tmp_path: Path,
     assert main(argv) == 0
     m = json.loads(capsys.readouterr().out)
     record = json.loads((tmp_path / "c" / "compress.json").read_text())
-    assert record["config"]["drop_blocks"] == 1 and record["config"]["channel_pruning"] is False
+    assert record["config"]["depth"]["blocks"] == 1 and record["config"]["channel_pruning"] is False
     assert len(m["details"]["blocks"]["removed"]) == 1 and m["after"]["macs"] < m["before"]["macs"]
     assert "round_to" in m["details"] and "history" not in m["details"]  # no channel pruning ran

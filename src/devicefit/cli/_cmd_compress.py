@@ -103,8 +103,8 @@ class PruneCommand(_CompressCommand):
         return [("prune.ratio", args.ratio), ("prune.importance", args.importance), ("prune.steps", args.steps),
                 ("finetune.epochs", args.epochs), ("distill", args.distill), ("latency_ms", args.latency_ms),
                 ("speedup", args.speedup), ("max_step_ratio", args.max_step_ratio),
-                ("final_epochs", args.final_epochs), ("drop_blocks", args.drop_blocks),
-                ("block_criterion", args.block_criterion), ("channel_pruning", args.channel_pruning)]
+                ("final_epochs", args.final_epochs), ("depth.blocks", args.drop_blocks),
+                ("depth.criterion", args.block_criterion), ("channel_pruning", args.channel_pruning)]
 
 
 @command("quantize")

@@ -131,7 +131,7 @@ def block_scores(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.T
 
 @dataclass(frozen=True)
 class DepthPruneConfig:
-    """blocks: residual blocks to remove, chosen greedily (score all, drop the lowest, score again).
+    """blocks: residual blocks to remove (0: none), chosen greedily (score all, drop the lowest, score again).
     criterion: a name in `BLOCK_CRITERIA` ("loss": cross-entropy with the block bypassed; "branch_norm": the
     block's relative change of its input). keep_per_stage: spare the last removable block of each run of
     consecutive removable blocks, so no stage loses all its identity blocks (default on)."""
@@ -141,7 +141,7 @@ class DepthPruneConfig:
     keep_per_stage: bool = True
 
     def __post_init__(self) -> None:
-        check_int("blocks", self.blocks, 1)
+        check_int("blocks", self.blocks, 0)
         BLOCK_CRITERIA.get(self.criterion)
         if not isinstance(self.keep_per_stage, bool):
             raise ConfigError(f"keep_per_stage must be a bool, got {self.keep_per_stage!r}")

@@ -63,9 +63,9 @@ class CompressJobConfig:
         until the pruned model runs `speedup` times faster than the source timed beside it (latency-driven
         mode, at most one of the two; `prune.ratio`/`steps` then set per round, each round removing at most
         `max_step_ratio` of the channels), else prune `prune.ratio` in `prune.steps` steps.
-    drop_blocks: for "prune", first remove this many residual blocks (depth pruning: each replaced by its
-        bypass, chosen greedily by `block_criterion` on 512 labelled training images, then one fine-tune), then
-        prune channels as above from the thinner network (`channel_pruning=False`: blocks only). On a CPU at
+    depth: for "prune", first remove `depth.blocks` residual blocks (depth pruning: each replaced by its bypass,
+        chosen greedily by `depth.criterion` on 512 labelled training images, then one fine-tune), then prune
+        channels as above from the thinner network (`channel_pruning=False`: blocks only). On a CPU at
         batch 1 a removed block saves its operators' fixed cost too: on the AVX-512 VM, ResNet-20 without 4 of its
         9 blocks measured 1.9x faster at 1.86x fewer MACs, where channel pruning needed 4x fewer MACs for 2x.
     final_epochs: for "prune", after the last pruning step or round, fine-tune this many more epochs with the
@@ -91,8 +91,7 @@ class CompressJobConfig:
     latency_ms: float | None = None
     speedup: float | None = None
     max_step_ratio: float = 0.3
-    drop_blocks: int = 0
-    block_criterion: str = "loss"
+    depth: DepthPruneConfig = field(default_factory=lambda: DepthPruneConfig(blocks=0))
     channel_pruning: bool = True
     final_epochs: int = 0
     student: ModelConfig = field(default_factory=lambda: ModelConfig(name="", params={}))
@@ -113,16 +112,14 @@ class CompressJobConfig:
             LatencyPruneConfig(latency_ms=self.latency_ms, speedup=self.speedup, target=self.target,
                                max_step_ratio=self.max_step_ratio)
         check_int("final_epochs", self.final_epochs, 0)
-        check_int("drop_blocks", self.drop_blocks, 0)
-        if self.drop_blocks:
-            DepthPruneConfig(blocks=self.drop_blocks, criterion=self.block_criterion)  # validates the criterion
         if not isinstance(self.channel_pruning, bool):
             raise ConfigError(f"channel_pruning must be a bool, got {self.channel_pruning!r}")
-        if (self.drop_blocks or not self.channel_pruning) and self.method != "prune":
-            raise ConfigError(f"drop_blocks / channel_pruning are pruning settings: they need method='prune' (got "
+        if (self.depth.blocks or not self.channel_pruning) and self.method != "prune":
+            raise ConfigError(f"depth.blocks / channel_pruning are pruning settings: they need method='prune' (got "
                               f"method={self.method!r})")
-        if not self.channel_pruning and not self.drop_blocks:
-            raise ConfigError("channel_pruning=false leaves nothing to prune: set drop_blocks to remove blocks")
+        if not self.channel_pruning and not self.depth.blocks:
+            raise ConfigError("channel_pruning=false leaves nothing to prune: set depth.blocks (--drop-blocks) to "
+                              "remove residual blocks")
         if self.method == "prune" and self.prune.round_to == "auto":
             from devicefit.hardware import channel_multiple
 
@@ -299,21 +296,21 @@ def _finetune_fn(ctx: _Ctx, teacher: nn.Module | None, epochs: int | None = None
 
 def _drop_blocks(ctx: _Ctx, shape: tuple[int, ...], finetune: Callable[[nn.Module], nn.Module] | None
                  ) -> tuple[nn.Module, dict[str, Any] | None]:
-    """The source with `drop_blocks` residual blocks removed (scored on 512 labelled training images) and
+    """The source with `depth.blocks` residual blocks removed (scored on 512 labelled training images) and
     fine-tuned once, and the removal's record; the source itself and None when no block is to go."""
     import torch
 
     from devicefit import compress as C
     from devicefit import data as D
 
-    if not ctx.cfg.drop_blocks:
+    if not ctx.cfg.depth.blocks:
         return ctx.src.model, None
     ds = D.calibration_split(ctx.train, min(512, len(ctx.train)), seed=0)
     x, y = D.to_float_tensor(ds, ds.x), torch.as_tensor(ds.y, dtype=torch.long)
     batches = [(x[i:i + 128], y[i:i + 128]) for i in range(0, len(y), 128)]
-    pruner = C.DepthPruner(C.DepthPruneConfig(blocks=ctx.cfg.drop_blocks, criterion=ctx.cfg.block_criterion))
+    pruner = C.DepthPruner(ctx.cfg.depth)
     net = pruner.fit(ctx.src.model, shape, batches=batches).result_.model
-    ctx.log("depth pruning removed %s (%s)", ", ".join(pruner.removed_), ctx.cfg.block_criterion)
+    ctx.log("depth pruning removed %s (%s)", ", ".join(pruner.removed_), ctx.cfg.depth.criterion)
     if finetune is not None:
         net = finetune(net).eval()
     return net, pruner.report()
