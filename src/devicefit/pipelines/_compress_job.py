@@ -351,8 +351,9 @@ def _prune(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
         if cfg.latency_ms is not None or cfg.speedup is not None:
             lcfg = C.LatencyPruneConfig(latency_ms=cfg.latency_ms, speedup=cfg.speedup, target=cfg.target,
                                         max_step_ratio=cfg.max_step_ratio, prune=prune,
-                                        rounds=cfg.latency_rounds, repeats=max(3, cfg.latency_repeats),
-                                        max_steps=8 if cfg.channel_pruning else 0)
+                                        rounds=cfg.latency_rounds, repeats=max(3, cfg.latency_repeats))
+            if not cfg.channel_pruning:  # blocks only: round 0 times the depth-pruned network, nothing more
+                lcfg = dataclasses.replace(lcfg, max_steps=0)
             net, details = C.prune_to_latency(ctx.src.model, shape, lcfg, finetune=finetune, start=start)
         elif cfg.channel_pruning:
             res = C.StructuredPruner(prune).fit(start, shape, finetune=finetune).result_
