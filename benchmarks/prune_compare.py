@@ -62,7 +62,7 @@ def main() -> None:
     first_dir, first = next(iter(runs.values()))
     if control["source_sha256"] not in first["metrics"]["source_sha256"].values():
         raise SystemExit(f"{args.control} is the control of another source checkpoint")
-    shape = tuple(read_json(first_dir / "spec.json")["input_shape"])
+    shape = tuple(read_json(first_dir / "spec.json")["params"]["input_shape"])
     files = {"source": first_dir / "before.onnx"} | {k: d / "model.onnx" for k, (d, _) in runs.items()}
     print(f"timing {len(files)} ONNX files: {args.rounds} interleaved rounds x {args.repeats} runs", flush=True)
     m = measure_interleaved(files, "host-ort", input_shape=shape, rounds=args.rounds, repeats=args.repeats,

@@ -27,6 +27,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--name", required=True, help="results stem under benchmarks/results")
     ap.add_argument("--title", required=True, help="the page's heading")
     ap.add_argument("--command", required=True, help="the command that made the run, shown verbatim")
+    ap.add_argument("--note", default="", help="a closing paragraph (the verdict), Markdown")
     ap.add_argument("--out", type=Path, default=ROOT / "results", help="results folder")
     return ap.parse_args()
 
@@ -95,6 +96,8 @@ def main() -> None:
         raise SystemExit(f"{args.run} is a {record['config'].get('method')!r} run, not a prune run")
     atomic_write_json(args.out / f"{args.name}.json", record)
     text = markdown(record, name=args.name, title=args.title, command=args.command)
+    if args.note:
+        text += "\n" + args.note.strip() + "\n"
     atomic_write_text(args.out / f"{args.name}.md", text)
     print(text)
 
