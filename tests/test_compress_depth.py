@@ -4,6 +4,7 @@ the result reloadable from its state dict, and the prune job's `depth` settings 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,6 @@ from devicefit.core import ConfigError, UnsupportedOpError
 from devicefit.models import build, default_spec
 from devicefit.nn import analyze
 from devicefit.pipelines._compress_job import CompressJobConfig, load_source, run_compress_job
-from devicefit.train import save_weights
 
 SHAPE = (3, 32, 32)
 
@@ -122,13 +122,9 @@ def test_depth_and_channel_pruned_weights_reload_into_a_fresh_model() -> None:
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("src20")
-    spec = default_spec("resnet20", width_mult=0.5)
-    torch.manual_seed(0)
-    save_weights(build(spec), run / "model.pt")
-    (run / "spec.json").write_text(json.dumps(spec.to_dict()))
-    return run
+def source(make_source_run: Callable[..., Path]) -> Path:
+    """A 'trained' run directory: spec.json + model.pt of a narrow ResNet-20 (random weights)."""
+    return make_source_run("resnet20", width_mult=0.5)
 
 
 def test_prune_job_drops_blocks_records_them_and_the_run_reloads(source: Path, tmp_path: Path) -> None:

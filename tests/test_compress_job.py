@@ -4,6 +4,7 @@ record, the source never modified, cached reruns, and clear errors for bad sourc
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,22 +14,17 @@ import devicefit.cli._cmd_compress  # noqa: F401  (registers prune/quantize/dist
 from devicefit.cli import main
 from devicefit.compress import PruneConfig
 from devicefit.core import ConfigError, DataError, sha256_file
-from devicefit.models import build, default_spec
+from devicefit.models import build
 from devicefit.pipelines._compress_job import CompressJobConfig, load_source, run_compress_job
-from devicefit.train import TrainConfig, load_weights, save_weights
+from devicefit.train import TrainConfig, load_weights
 
 FAST = ["--set", "latency_repeats=5", "--set", "latency_rounds=1", "--set", "n_calibration=32"]
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def source(make_source_run: Callable[..., Path]) -> Path:
     """A 'trained' run directory: spec.json + model.pt of a narrow ResNet-8 (random weights)."""
-    run = tmp_path_factory.mktemp("src")
-    spec = default_spec("resnet8", width_mult=0.5)
-    torch.manual_seed(0)
-    save_weights(build(spec), run / "model.pt")
-    (run / "spec.json").write_text(json.dumps(spec.to_dict()))
-    return run
+    return make_source_run("resnet8", width_mult=0.5)
 
 
 def _hashes(run: Path) -> dict[str, str]:
