@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from devicefit.core import atomic_write_json, atomic_write_text, machine_info, read_json
 from devicefit.hardware import measure_interleaved
 
@@ -79,7 +81,8 @@ def main() -> None:
         blocks = (met["details"].get("blocks") or {}).get("removed", [])
         rows.append({"label": label, "accuracy": met["after"]["accuracy"], "macs": met["after"]["macs"],
                      "params": met["after"]["params"], "latency_ms": m.median_ms(label),
-                     "speedup": m.ratio("source", label), "run_speedup": met["speedup"],
+                     "speedup": m.ratio("source", label), "speedup_p10_p90": _spread(m, label),
+                     "run_speedup": met["speedup"],
                      "epochs": pruned_epochs(rec), "blocks_removed": blocks,
                      "round_to": met["details"].get("round_to"), "round_floor": met["details"].get("round_floor"),
                      "channel_rounds": max(len(met["details"].get("history", [])) - 1, 0),
@@ -95,6 +98,12 @@ def main() -> None:
     print(markdown(doc))
 
 
+def _spread(m: Any, label: str) -> list[float]:
+    """p10 and p90 over rounds of the per-round speed-up source / `label`."""
+    ratios = np.asarray(m.rounds_ms["source"]) / np.asarray(m.rounds_ms[label])
+    return [float(np.percentile(ratios, 10)), float(np.percentile(ratios, 90))]
+
+
 def markdown(d: dict[str, Any]) -> str:
     pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
     pts = lambda v: f"{100 * v:+.2f}"  # noqa: E731
@@ -102,7 +111,8 @@ def markdown(d: dict[str, Any]) -> str:
     lines = [f"# Pruning runs of one source side by side ({d['benchmark']})", "",
              f"Accuracy on {d['n_test']:,} test images ({d['test_source']}). Latency: every ONNX file re-timed "
              f"together on host-ort, {d['threads']} thread(s), batch 1, {d['rounds']} interleaved rounds × "
-             f"{d['repeats']} runs; speed-up = median over rounds of source / pruned. The control is the unpruned "
+             f"{d['repeats']} runs; speed-up = median over rounds of source / pruned (p10–p90 of the rounds in "
+             "brackets). The control is the unpruned "
              f"source fine-tuned as many epochs with the same recipe ([`{d['control']}`]({d['control']})); "
              "'matched' says whether a run trained exactly that many epochs.", "",
              "| network | blocks removed | channel rounds | epochs | test acc. | vs source | vs control | MACs | "
@@ -116,7 +126,8 @@ def markdown(d: dict[str, Any]) -> str:
             f"{r.get('channel_rounds', '–')} | {r['epochs']}{'' if not is_run or r['matched'] else ' (unmatched)'} | "
             f"{pct(r['accuracy'])} | {pts(r['accuracy'] - d['source_accuracy']) if r is not src else '–'} | "
             f"{pts(r['accuracy'] - d['control_accuracy']) if is_run else '–'} | {r['macs'] / 1e6:.1f} M | "
-            f"{r['params']:,} | {lat} | {r['speedup']:.2f}× | "
+            f"{r['params']:,} | {lat} | {r['speedup']:.2f}×"
+            + (" ({:.2f}–{:.2f})".format(*r["speedup_p10_p90"]) if "speedup_p10_p90" in r else "") + " | "
             f"{format(r['run_speedup'], '.2f') + '×' if is_run else '–'} |")
     return "\n".join(lines) + "\n"
 
