@@ -67,7 +67,8 @@ class CompressJobConfig:
         chosen greedily by `depth.criterion` on 512 labelled training images, then one fine-tune), then prune
         channels as above from the thinner network (`channel_pruning=False`: blocks only). On a CPU at
         batch 1 a removed block saves its operators' fixed cost too: on the AVX-512 VM, ResNet-20 without 4 of its
-        9 blocks measured 1.9x faster at 1.86x fewer MACs, where channel pruning needed 4x fewer MACs for 2x.
+        9 blocks measured 1.75-1.93x faster at 1.86x fewer MACs, where channel pruning needed 4-5x fewer MACs
+        for 2x (README, depth pruning).
     final_epochs: for "prune", after the last pruning step or round, fine-tune this many more epochs with the
         `finetune` settings (and the teacher when `distill`): the short per-step recovery keeps the rounds cheap,
         the final run restores accuracy. Checkpointed in `run_dir/final_finetune/`, the pruned weights before it
