@@ -75,8 +75,7 @@ def bypass_blocks(model: nn.Module, paths: Sequence[str]) -> nn.Module:
         if replacement is None:
             raise ConfigError(f"{path!r} is not a removable residual block of {type(model).__name__}; removable: "
                               f"{', '.join(removable_blocks(model)) or '(none)'}")
-        parent, _, leaf = path.rpartition(".")
-        setattr(net.get_submodule(parent) if parent else net, leaf, replacement)
+        net.set_submodule(path, replacement)
     return net
 
 

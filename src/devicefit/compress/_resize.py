@@ -45,9 +45,9 @@ def _bypass_missing_blocks_(model: nn.Module, state: Mapping[str, torch.Tensor])
     bypass: depth pruning removed that block."""
     for path in removable_blocks(model):
         if not any(k.startswith(path + ".") for k in state):
-            parent, _, leaf = path.rpartition(".")
-            replacement = _bypass(model.get_submodule(path))
-            setattr(model.get_submodule(parent) if parent else model, leaf, replacement)
+            bypass = _bypass(model.get_submodule(path))
+            assert bypass is not None  # removable_blocks lists only blocks that have one
+            model.set_submodule(path, bypass)
 
 
 def load_pruned_state_(model: nn.Module, state: Mapping[str, torch.Tensor]) -> nn.Module:
@@ -58,8 +58,7 @@ def load_pruned_state_(model: nn.Module, state: Mapping[str, torch.Tensor]) -> n
     for name, module in list(model.named_modules()):
         new = _resized(name, module, state) if name else None
         if new is not None:
-            parent, _, leaf = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, leaf, new)
+            model.set_submodule(name, new)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
