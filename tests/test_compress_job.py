@@ -172,6 +172,8 @@ def test_cli_bad_ratio_exits_2_naming_the_parameter(source: Path, tmp_path: Path
     assert "speedup must be a number > 1" in capsys.readouterr().err
     assert main(["prune", str(source), "--run-dir", str(tmp_path / "x"), "--speedup", "2", "--latency-ms", "1"]) == 2
     assert "give exactly one goal: latency_ms or speedup" in capsys.readouterr().err
+    assert main(["prune", str(source), "--run-dir", str(tmp_path / "x"), "--speedup", "2", "--tolerance", "0.7"]) == 2
+    assert "tolerance must be a number in [0, 0.5), got 0.7" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

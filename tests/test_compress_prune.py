@@ -19,6 +19,7 @@ from devicefit.compress import (
     StructuredPruner,
     list_importances,
     load_pruned_state_,
+    prunable_layers,
     prune_to_latency,
     sparse_storage_bytes,
     unsupported_modules,
@@ -213,7 +214,8 @@ def test_each_round_keeps_the_smallest_candidate_that_makes_the_needed_cut(monke
 
     model, shape = _model("resnet8")
     monkeypatch.setattr(_latency_prune, "measure_interleaved", _DriftingMachine(shape, [1.0, 0.7, 1.3]))
-    cfg = LatencyPruneConfig(speedup=2.0, max_steps=8, max_step_ratio=0.15, prune=PruneConfig(round_to=4))
+    cfg = LatencyPruneConfig(speedup=2.0, max_steps=8, max_step_ratio=0.15, prune=PruneConfig(round_to=4),
+                             layer_steps=False)
     net, record = prune_to_latency(model, shape, cfg)
     hist = record["history"]
     assert record["reached"] and len(hist) >= 3
@@ -244,3 +246,108 @@ def test_a_goal_beyond_what_pruning_can_remove_stops_with_the_reason(monkeypatch
         and "round_floor=0" in record["stopped"]
     with pytest.raises(BudgetError, match=r"goal 50x speed-up on host-ort not reached .*removes anything more"):
         prune_to_latency(model, shape, cfg, strict=True)
+
+
+def test_prunable_layers_lead_groups_and_layer_ratios_prune_only_that_group() -> None:
+    model, shape = _model("resnet8")
+    layers = prunable_layers(model, shape)
+    classifier = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert layers and not set(classifier) & set(layers)
+    assert all(layers[n] == model.get_submodule(n).out_channels for n in layers)
+    inner = next(n for n in layers if "conv1" in n)  # a block's inner conv: its channels couple to nothing else
+    net = StructuredPruner(PruneConfig(round_to=4)).fit(model, shape, layer_ratios={inner: 0.5}).result_.model
+    widths = {n: m.out_channels for n, m in net.named_modules() if isinstance(m, nn.Conv2d)}
+    before = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    assert widths[inner] == before[inner] // 2
+    assert all(widths[n] == before[n] for n in before if n != inner)
+    with pytest.raises(ConfigError, match=r"layer_ratios names 'nope', which is not a prunable layer"):
+        StructuredPruner().fit(model, shape, layer_ratios={"nope": 0.5})
+    with pytest.raises(ConfigError, match=r"layer_ratios\['.*'\]"):
+        StructuredPruner().fit(model, shape, layer_ratios={inner: 1.5})
+
+
+def test_single_layer_steps_land_closer_to_the_goal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One channel group out of one layer is a finer step than any uniform or global one: with `layer_steps`
+    every round also tries each prunable layer alone, and the run stops nearer the goal (latency ∝ MACs here)."""
+    from devicefit.compress import _latency_prune
+
+    model, shape = _model("resnet8")
+    monkeypatch.setattr(_latency_prune, "measure_interleaved", _DriftingMachine(shape, [1.0]))
+    records = {}
+    for layer_steps in (False, True):
+        cfg = LatencyPruneConfig(speedup=2.0, max_steps=12, max_step_ratio=0.15, prune=PruneConfig(round_to=4),
+                                 layer_steps=layer_steps)
+        records[layer_steps] = prune_to_latency(model, shape, cfg)[1]
+    with_layers = records[True]["history"]
+    layers = prunable_layers(model, shape)
+    singles = [c for c in with_layers[1]["candidates"] if c["mode"] == "layer"]
+    assert {c["layer"] for c in singles} <= set(layers) and len(singles) >= 3
+    assert all(c["ratio"] == 4 / layers[c["layer"]] for c in singles)  # one group of round_to channels
+    assert records[True]["reached"] and records[False]["reached"]
+    assert 2.0 <= records[True]["speedup"] < records[False]["speedup"]
+    assert any(h.get("mode") == "layer" for h in with_layers)
+
+
+class _NoisyFirstLook:
+    """A fake measurement (latency ∝ MACs) whose first call for each pair of models reads the pruned model
+    `bias` times slower in every round, as a busy spell would; later calls for the same pair are exact."""
+
+    def __init__(self, shape: tuple[int, ...], bias: float) -> None:
+        self.shape, self.bias, self.seen = shape, bias, set()
+
+    def __call__(self, models: dict[str, nn.Module], target: str, *, rounds: int, **kw: object) -> object:
+        from devicefit.hardware import InterleavedLatency
+
+        key = tuple(analyze(m, self.shape).macs for m in models.values())
+        slow = self.bias if key not in self.seen and len(models) > 1 else 1.0
+        self.seen.add(key)
+        return InterleavedLatency(target, {k: (analyze(m, self.shape).macs / 1e6 * (slow if k == "pruned" else 1),)
+                                           * rounds for k, m in models.items()}, {"threads": 1})
+
+
+def test_a_figure_near_the_goal_is_confirmed_with_more_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first look 10% slow near the goal would call for one more round; the confirming rounds outnumber it,
+    their pooled median is exact, and the run stops on a smaller cut than without confirmation."""
+    from devicefit.compress import _latency_prune
+
+    model, shape = _model("resnet8")
+    macs0 = analyze(model, shape).macs
+    runs = {}
+    for confirm in (0.0, 0.1):
+        monkeypatch.setattr(_latency_prune, "measure_interleaved", _NoisyFirstLook(shape, 1.1))
+        cfg = LatencyPruneConfig(speedup=2.0, max_steps=12, max_step_ratio=0.15, prune=PruneConfig(round_to=1),
+                                 confirm_within=confirm, rounds=5, confirm_rounds=15)
+        runs[confirm] = prune_to_latency(model, shape, cfg)[1]
+    confirmed = [h for h in runs[0.1]["history"] if "confirmed" in h]
+    assert confirmed and all(len(h["rounds_ms"]["pruned"]) == 20 for h in confirmed)
+    assert all(h["speedup"] == pytest.approx(macs0 / h["macs"]) for h in confirmed)  # 15 exact rounds of 20
+    assert all(h["confirmed"]["first_speedup"] == pytest.approx(macs0 / h["macs"] / 1.1) for h in confirmed)
+    assert not any("confirmed" in h for h in runs[0.0]["history"])
+    assert runs[0.1]["reached"] and runs[0.0]["reached"]
+    true_final = {c: macs0 / r["history"][-1]["macs"] for c, r in runs.items()}
+    assert 2.0 <= true_final[0.1] < true_final[0.0]  # without confirmation the slow first look over-prunes
+
+
+def test_tolerance_accepts_a_figure_that_far_short_of_the_goal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from devicefit.compress import _latency_prune
+
+    model, shape = _model("resnet8")
+    monkeypatch.setattr(_latency_prune, "measure_interleaved", _DriftingMachine(shape, [1.0]))
+    cfg = LatencyPruneConfig(speedup=2.0, max_steps=12, max_step_ratio=0.15, prune=PruneConfig(round_to=1),
+                             tolerance=0.1)
+    _, record = prune_to_latency(model, shape, cfg)
+    hist = record["history"]
+    assert record["reached"] and record["tolerance"] == 0.1
+    assert hist[-1]["speedup"] >= 1.8 > hist[-2]["speedup"]
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("confirm_within", 1.0, r"confirm_within must be a number in \[0, 1.0\)"),
+    ("tolerance", 0.5, r"tolerance must be a number in \[0, 0.5\)"),
+    ("tolerance", -0.1, "tolerance"),
+    ("layer_steps", "yes", "layer_steps must be a bool"),
+    ("confirm_rounds", 0, "confirm_rounds"),
+])
+def test_bad_noise_settings_are_config_errors(key: str, value: object, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        LatencyPruneConfig(speedup=2.0, **{key: value})

@@ -90,6 +90,9 @@ class PruneCommand(_CompressCommand):
                                  "source, both timed side by side (robust to a drifting machine)")
         parser.add_argument("--max-step-ratio", type=float,
                             help="latency-driven: most channels one round removes (default 0.3)")
+        parser.add_argument("--tolerance", type=float,
+                            help="latency-driven: accept a measured figure this fraction short of the goal "
+                                 "(default 0; the timing itself spreads about ±10%% on a shared CPU)")
         parser.add_argument("--drop-blocks", type=int,
                             help="first remove this many residual blocks (depth pruning), then prune channels")
         parser.add_argument("--block-criterion", help="how blocks are chosen: loss (default) or branch_norm")
@@ -103,7 +106,8 @@ class PruneCommand(_CompressCommand):
         return [("prune.ratio", args.ratio), ("prune.importance", args.importance), ("prune.steps", args.steps),
                 ("finetune.epochs", args.epochs), ("distill", args.distill), ("latency_ms", args.latency_ms),
                 ("speedup", args.speedup), ("max_step_ratio", args.max_step_ratio),
-                ("final_epochs", args.final_epochs), ("depth.blocks", args.drop_blocks),
+                ("goal_tolerance", args.tolerance), ("final_epochs", args.final_epochs),
+                ("depth.blocks", args.drop_blocks),
                 ("depth.criterion", args.block_criterion), ("channel_pruning", args.channel_pruning)]
 
 

@@ -29,7 +29,15 @@ from ._latency_prune import LatencyPruneConfig, prune_to_latency
 from ._lsq import LSQConfig, LSQFakeQuant, LSQQuantizer, QuantWrapper, quant_layers
 from ._mixed import choose_bit_widths, layer_sensitivity, weight_bytes
 from ._onnx_run import FLOAT_COMPUTE_OPS, INT8_COMPUTE_OPS, evaluate_onnx, runtime_op_counts
-from ._prune import PruneConfig, PruneResult, StructuredPruner, classifier_layers, make_importance, unsupported_modules
+from ._prune import (
+    PruneConfig,
+    PruneResult,
+    StructuredPruner,
+    classifier_layers,
+    make_importance,
+    prunable_layers,
+    unsupported_modules,
+)
 from ._ptq import PostTrainingQuantizer, PTQConfig, calibration_input, effective_weight_bits, needs_reduce_range
 from ._qdq import fuse_activations, quantizable_tensors, write_qdq
 from ._registry import IMPORTANCES, PRUNERS, QUANTIZERS, list_importances, list_pruners, list_quantizers
@@ -86,6 +94,7 @@ __all__ = [
     "make_calibrator",
     "make_importance",
     "needs_reduce_range",
+    "prunable_layers",
     "prune_to_latency",
     "pruned_shapes",
     "quant_layers",

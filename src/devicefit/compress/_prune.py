@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from devicefit.nn import analyze
 
 from ._registry import IMPORTANCES, PRUNERS
 
-__all__ = ["PruneConfig", "PruneResult", "StructuredPruner", "classifier_layers", "make_importance",
+__all__ = ["PruneConfig", "PruneResult", "StructuredPruner", "classifier_layers", "make_importance", "prunable_layers",
            "unsupported_modules"]
 
 Finetune = Callable[[nn.Module], nn.Module]
@@ -160,13 +160,17 @@ class StructuredPruner:
 
     def fit(self, model: nn.Module, input_shape: tuple[int, ...], *,
             batch: tuple[torch.Tensor, torch.Tensor] | None = None,
-            finetune: Finetune | None = None) -> StructuredPruner:
+            finetune: Finetune | None = None,
+            layer_ratios: Mapping[str, float] | None = None) -> StructuredPruner:
+        """layer_ratios: prune only these layers (module path → fraction of its output channels, and of the
+        channels coupled to them, in (0, 1)), ignoring `config.ratio` and `global_ratio`; a path that is not
+        a prunable layer (see `prunable_layers`) → ConfigError naming it."""
         cfg = self.config
         if cfg.importance in NEEDS_GRADIENTS and batch is None:
             raise ConfigError(f"importance {cfg.importance!r} needs a labelled batch: pass batch=(x, y)")
         net = copy.deepcopy(model).eval()
         before = analyze(net, input_shape)
-        pruner = self._pruner(net, input_shape)
+        pruner = self._pruner(net, input_shape, layer_ratios)
         for _ in range(cfg.steps):
             if cfg.importance in NEEDS_GRADIENTS and batch is not None:
                 _accumulate_gradients(net, batch)
@@ -178,20 +182,55 @@ class StructuredPruner:
         self.result_ = PruneResult(net, before.params, after.params, before.macs, after.macs, cfg.steps)
         return self
 
-    def _pruner(self, net: nn.Module, input_shape: tuple[int, ...]) -> Any:
+    def _pruner(self, net: nn.Module, input_shape: tuple[int, ...],
+                layer_ratios: Mapping[str, float] | None = None) -> Any:
         cfg, tp = self.config, _tp()
         if not isinstance(cfg.round_to, int):
             raise ConfigError(f"round_to={cfg.round_to!r} names the target's channel multiple: resolve it first with "
                               "hardware.channel_multiple(target) (the prune job does), or give a number")
+        by_layer = None
+        if layer_ratios is not None:
+            layers = prunable_layers(net, input_shape, cfg)
+            for name, r in layer_ratios.items():
+                if name not in layers:
+                    raise ConfigError(f"layer_ratios names {name!r}, which is not a prunable layer; prunable: "
+                                      f"{', '.join(list(layers)[:8])}{' ...' if len(layers) > 8 else ''}")
+                check_range(f"layer_ratios[{name!r}]", r, 0.0, 1.0)
+            by_layer = {net.get_submodule(name): float(r) for name, r in layer_ratios.items()}
         try:
             return _pruner_class(tp, cfg.round_floor)(
                 net, torch.zeros(1, *input_shape), importance=make_importance(cfg.importance),
-                global_pruning=cfg.global_ratio, pruning_ratio=cfg.ratio, max_pruning_ratio=cfg.max_layer_ratio,
-                iterative_steps=cfg.steps, ignored_layers=_ignored(net, input_shape, cfg.on_unsupported),
-                round_to=cfg.round_to)
+                global_pruning=cfg.global_ratio and by_layer is None,
+                pruning_ratio=cfg.ratio if by_layer is None else 0.0, pruning_ratio_dict=by_layer,
+                max_pruning_ratio=cfg.max_layer_ratio, iterative_steps=cfg.steps,
+                ignored_layers=_ignored(net, input_shape, cfg.on_unsupported), round_to=cfg.round_to)
         except Exception as e:  # the dependency graph raises on ops it cannot trace
             raise UnsupportedOpError(f"Torch-Pruning cannot build the dependency graph of "
                                      f"{type(net).__name__}: {e}") from e
+
+
+def prunable_layers(model: nn.Module, input_shape: tuple[int, ...], config: PruneConfig | None = None
+                    ) -> dict[str, int]:
+    """{module path: output channels} of the layers that lead a prunable channel group (the layer whose output
+    channels, with everything coupled to them through residual additions, depthwise groups or concatenation, are
+    removed together), in Torch-Pruning's graph order; the classifier and, with `on_unsupported="skip"`,
+    modules the graph cannot follow are left out. The model is not modified."""
+    cfg, tp = config or PruneConfig(), _tp()
+    net = copy.deepcopy(model).eval()
+    ignored = _ignored(net, input_shape, cfg.on_unsupported)
+    try:
+        graph = tp.DependencyGraph().build_dependency(net, example_inputs=torch.zeros(1, *input_shape))
+    except Exception as e:
+        raise UnsupportedOpError(f"Torch-Pruning cannot build the dependency graph of {type(net).__name__}: {e}") \
+            from e
+    names = {m: n for n, m in net.named_modules()}
+    out: dict[str, int] = {}
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.modules.conv._ConvNd, nn.Linear]):
+        root = group[0][0].target.module
+        channels = graph.get_out_channels(root)
+        if root in names and channels:
+            out[names[root]] = int(channels)
+    return out
 
 
 def _pruner_class(tp: Any, round_floor: int) -> Any:

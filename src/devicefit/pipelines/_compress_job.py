@@ -62,7 +62,10 @@ class CompressJobConfig:
     latency_ms / speedup: for "prune", prune round by round until `target` measures at most `latency_ms`, or
         until the pruned model runs `speedup` times faster than the source timed beside it (latency-driven
         mode, at most one of the two; `prune.ratio`/`steps` then set per round, each round removing at most
-        `max_step_ratio` of the channels), else prune `prune.ratio` in `prune.steps` steps.
+        `max_step_ratio` of the channels), else prune `prune.ratio` in `prune.steps` steps. A round measured
+        within 10% of the goal is timed again with 15 more rounds before it is judged, and each round may also
+        take one channel group out of a single layer (`LatencyPruneConfig`); `goal_tolerance` accepts a figure
+        that fraction short of the goal (0: none).
     depth: for "prune", first remove `depth.blocks` residual blocks (depth pruning: each replaced by its bypass,
         chosen greedily by `depth.criterion` on 512 labelled training images, then one fine-tune), then prune
         channels as above from the thinner network (`channel_pruning=False`: blocks only). On a CPU at
@@ -92,6 +95,7 @@ class CompressJobConfig:
     latency_ms: float | None = None
     speedup: float | None = None
     max_step_ratio: float = 0.3
+    goal_tolerance: float = 0.0
     depth: DepthPruneConfig = field(default_factory=lambda: DepthPruneConfig(blocks=0))
     channel_pruning: bool = True
     final_epochs: int = 0
@@ -111,7 +115,7 @@ class CompressJobConfig:
             check_positive(name, getattr(self, name))
         if self.latency_ms is not None or self.speedup is not None:  # validates the goal
             LatencyPruneConfig(latency_ms=self.latency_ms, speedup=self.speedup, target=self.target,
-                               max_step_ratio=self.max_step_ratio)
+                               max_step_ratio=self.max_step_ratio, tolerance=self.goal_tolerance)
         check_int("final_epochs", self.final_epochs, 0)
         if not isinstance(self.channel_pruning, bool):
             raise ConfigError(f"channel_pruning must be a bool, got {self.channel_pruning!r}")
@@ -352,7 +356,8 @@ def _prune(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
         if cfg.latency_ms is not None or cfg.speedup is not None:
             lcfg = C.LatencyPruneConfig(latency_ms=cfg.latency_ms, speedup=cfg.speedup, target=cfg.target,
                                         max_step_ratio=cfg.max_step_ratio, prune=prune,
-                                        rounds=cfg.latency_rounds, repeats=max(3, cfg.latency_repeats))
+                                        rounds=cfg.latency_rounds, repeats=max(3, cfg.latency_repeats),
+                                        tolerance=cfg.goal_tolerance)
             if not cfg.channel_pruning:  # blocks only: round 0 times the depth-pruned network, nothing more
                 lcfg = dataclasses.replace(lcfg, max_steps=0)
             net, details = C.prune_to_latency(ctx.src.model, shape, lcfg, finetune=finetune, start=start)
