@@ -82,9 +82,14 @@ def markdown(record: dict[str, Any], *, name: str, title: str, command: str) -> 
                   "|---:|---|---:|---:|---:|---:|---:|"]
         for h in history:
             cand = f"{h['mode']} {100 * h['ratio']:.3g}%" if h.get("mode") else ("start" if h["step"] == 0 else "–")
+            if h.get("layer"):
+                cand += f" of `{h['layer']}`"
             cut = f"{h['needed_mac_cut']:.2f}×" if h.get("needed_mac_cut") else "–"
+            speedup = f"{h['speedup']:.2f}×"
+            if h.get("confirmed"):  # timed again near the goal: the first look, then all rounds pooled
+                speedup += f" (first {h['confirmed']['first_speedup']:.2f}×, {h['confirmed']['rounds']} rounds)"
             lines.append(f"| {h['step']} | {cand} | {h['macs'] / 1e6:.1f} M | {h['latency_ms']:.3f} | "
-                         f"{h['unpruned_ms']:.3f} | {h['speedup']:.2f}× | {cut} |")
+                         f"{h['unpruned_ms']:.3f} | {speedup} | {cut} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -223,7 +223,8 @@ def prune_to_latency(model: nn.Module, input_shape: tuple[int, ...], cfg: Latenc
         if finetune is not None:
             net = _finetuned(finetune, net)
         history.append(_round(step, chosen["ratio"], model, net, input_shape, cfg)
-                       | {"mode": chosen["mode"], "needed_mac_cut": cut, "candidates": candidates})
+                       | {k: chosen[k] for k in ("mode", "layer") if k in chosen}
+                       | {"needed_mac_cut": cut, "candidates": candidates})
     last = history[-1]
     reached = _remaining(last, cfg) <= 1.0
     if strict and not reached:
