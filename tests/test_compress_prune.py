@@ -255,11 +255,12 @@ def test_prunable_layers_lead_groups_and_layer_ratios_prune_only_that_group() ->
     assert layers and not set(classifier) & set(layers)
     assert all(layers[n] == model.get_submodule(n).out_channels for n in layers)
     inner = next(n for n in layers if "conv1" in n)  # a block's inner conv: its channels couple to nothing else
-    net = StructuredPruner(PruneConfig(round_to=4)).fit(model, shape, layer_ratios={inner: 0.5}).result_.model
-    widths = {n: m.out_channels for n, m in net.named_modules() if isinstance(m, nn.Conv2d)}
     before = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    assert widths[inner] == before[inner] // 2
-    assert all(widths[n] == before[n] for n in before if n != inner)
+    for ratio in (0.25, 0.5, 0.75):  # exactly round(ratio · channels) go, in groups of round_to
+        net = StructuredPruner(PruneConfig(round_to=4)).fit(model, shape, layer_ratios={inner: ratio}).result_.model
+        widths = {n: m.out_channels for n, m in net.named_modules() if isinstance(m, nn.Conv2d)}
+        assert widths[inner] == before[inner] - round(ratio * before[inner])
+        assert all(widths[n] == before[n] for n in before if n != inner)
     with pytest.raises(ConfigError, match=r"layer_ratios names 'nope', which is not a prunable layer"):
         StructuredPruner().fit(model, shape, layer_ratios={"nope": 0.5})
     with pytest.raises(ConfigError, match=r"layer_ratios\['.*'\]"):

@@ -171,8 +171,7 @@ def _smallest_sufficient_step(net: nn.Module, macs0: int, input_shape: tuple[int
             group = _one_group(channels, cfg.prune)
             if not group:
                 continue
-            # a half channel of headroom so that float rounding inside Torch-Pruning cannot drop the group
-            res = one_step.fit(net, input_shape, layer_ratios={layer: (group + 0.5) / channels}).result_
+            res = one_step.fit(net, input_shape, layer_ratios={layer: group / channels}).result_
             if res.macs_after < macs0:
                 found.append((res.macs_after, {"mode": "layer", "ratio": group / channels, "layer": layer,
                                                "macs": res.macs_after}, res.model))

@@ -163,8 +163,9 @@ class StructuredPruner:
             finetune: Finetune | None = None,
             layer_ratios: Mapping[str, float] | None = None) -> StructuredPruner:
         """layer_ratios: prune only these layers (module path → fraction of its output channels, and of the
-        channels coupled to them, in (0, 1)), ignoring `config.ratio` and `global_ratio`; a path that is not
-        a prunable layer (see `prunable_layers`) → ConfigError naming it."""
+        channels coupled to them, in (0, 1): round(fraction · channels) of them go, then rounded to
+        `round_to`), ignoring `config.ratio` and `global_ratio`; a path that is not a prunable layer (see
+        `prunable_layers`) → ConfigError naming it."""
         cfg = self.config
         if cfg.importance in NEEDS_GRADIENTS and batch is None:
             raise ConfigError(f"importance {cfg.importance!r} needs a labelled batch: pass batch=(x, y)")
@@ -196,7 +197,10 @@ class StructuredPruner:
                     raise ConfigError(f"layer_ratios names {name!r}, which is not a prunable layer; prunable: "
                                       f"{', '.join(list(layers)[:8])}{' ...' if len(layers) > 8 else ''}")
                 check_range(f"layer_ratios[{name!r}]", r, 0.0, 1.0)
-            by_layer = {net.get_submodule(name): float(r) for name, r in layer_ratios.items()}
+            # Torch-Pruning removes channels - int(channels · (1 - ratio)); half a channel of headroom makes that
+            # round(ratio · channels) whatever the float rounding, before its own rounding to round_to
+            by_layer = {net.get_submodule(name): (round(r * layers[name]) - 0.5) / layers[name]
+                        for name, r in layer_ratios.items()}
         try:
             return _pruner_class(tp, cfg.round_floor)(
                 net, torch.zeros(1, *input_shape), importance=make_importance(cfg.importance),
