@@ -215,7 +215,7 @@ def test_each_round_keeps_the_smallest_candidate_that_makes_the_needed_cut(monke
     model, shape = _model("resnet8")
     monkeypatch.setattr(_latency_prune, "measure_interleaved", _DriftingMachine(shape, [1.0, 0.7, 1.3]))
     cfg = LatencyPruneConfig(speedup=2.0, max_steps=8, max_step_ratio=0.15, prune=PruneConfig(round_to=4),
-                             layer_steps=False)
+                             layer_steps=False, measure_candidates=False)
     net, record = prune_to_latency(model, shape, cfg)
     hist = record["history"]
     assert record["reached"] and len(hist) >= 3
@@ -224,7 +224,7 @@ def test_each_round_keeps_the_smallest_candidate_that_makes_the_needed_cut(monke
         assert {c["mode"] for c in cands} == {"uniform", "global"} and all(c["macs"] < prev["macs"] for c in cands)
         enough = [c["macs"] for c in cands if prev["macs"] / c["macs"] >= h["needed_mac_cut"]]
         assert h["macs"] == (max(enough) if enough else min(c["macs"] for c in cands))
-        assert {"mode": h["mode"], "ratio": h["ratio"], "macs": h["macs"]} in cands
+        assert {"mode": h["mode"], "ratio": h["ratio"], "macs": h["macs"]} in cands and h["chosen_by"] == "macs"
     assert h["needed_mac_cut"] == pytest.approx(2.0 / hist[-2]["speedup"])  # γ = 1 on this machine
     uniform_last = min(c["macs"] for c in hist[-1]["candidates"] if c["mode"] == "uniform")
     assert hist[-1]["macs"] > uniform_last  # a finer global step sufficed where the uniform one overshoots
@@ -277,7 +277,7 @@ def test_single_layer_steps_land_closer_to_the_goal(monkeypatch: pytest.MonkeyPa
     records = {}
     for layer_steps in (False, True):
         cfg = LatencyPruneConfig(speedup=2.0, max_steps=12, max_step_ratio=0.15, prune=PruneConfig(round_to=4),
-                                 layer_steps=layer_steps)
+                                 layer_steps=layer_steps, measure_candidates=False)
         records[layer_steps] = prune_to_latency(model, shape, cfg)[1]
     with_layers = records[True]["history"]
     layers = prunable_layers(model, shape)
@@ -317,7 +317,7 @@ def test_a_figure_near_the_goal_is_confirmed_with_more_rounds(monkeypatch: pytes
     for confirm in (0.0, 0.1):
         monkeypatch.setattr(_latency_prune, "measure_interleaved", _NoisyFirstLook(shape, 1.1))
         cfg = LatencyPruneConfig(speedup=2.0, max_steps=12, max_step_ratio=0.15, prune=PruneConfig(round_to=1),
-                                 confirm_within=confirm, rounds=5, confirm_rounds=15)
+                                 confirm_within=confirm, rounds=5, confirm_rounds=15, measure_candidates=False)
         runs[confirm] = prune_to_latency(model, shape, cfg)[1]
     confirmed = [h for h in runs[0.1]["history"] if "confirmed" in h]
     assert confirmed and all(len(h["rounds_ms"]["pruned"]) == 20 for h in confirmed)
@@ -347,8 +347,52 @@ def test_tolerance_accepts_a_figure_that_far_short_of_the_goal(monkeypatch: pyte
     ("tolerance", 0.5, r"tolerance must be a number in \[0, 0.5\)"),
     ("tolerance", -0.1, "tolerance"),
     ("layer_steps", "yes", "layer_steps must be a bool"),
+    ("measure_candidates", 1, "measure_candidates must be a bool"),
     ("confirm_rounds", 0, "confirm_rounds"),
 ])
 def test_bad_noise_settings_are_config_errors(key: str, value: object, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         LatencyPruneConfig(speedup=2.0, **{key: value})
+
+
+class _FixedCostMachine:
+    """A fake CPU: each convolution costs a fixed 0.05 ms besides 1 ms per 10 M MACs, so thinning a layer
+    saves less time than its MACs say (exact, no drift)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+    def latency_ms(self, net: nn.Module) -> float:
+        convs = sum(isinstance(m, nn.Conv2d) for m in net.modules())
+        return 0.05 * convs + analyze(net, self.shape).macs / 1e7
+
+    def __call__(self, models: dict[str, nn.Module], target: str, *, rounds: int, **kw: object) -> object:
+        from devicefit.hardware import InterleavedLatency
+
+        return InterleavedLatency(target, {k: (self.latency_ms(m),) * rounds for k, m in models.items()},
+                                  {"threads": 1})
+
+
+def test_measured_candidates_keep_the_smallest_cut_that_measures_at_the_goal(monkeypatch: pytest.MonkeyPatch
+                                                                             ) -> None:
+    """Where latency is not proportional to MACs the MAC estimate misjudges a step; timing every candidate
+    beside the unpruned model lets the round keep the smallest cut that measures at the goal."""
+    from devicefit.compress import _latency_prune
+
+    model, shape = _model("resnet8")
+    machine = _FixedCostMachine(shape)
+    monkeypatch.setattr(_latency_prune, "measure_interleaved", machine)
+    base_ms, convs = machine.latency_ms(model), sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    runs = {}
+    for measured in (False, True):
+        cfg = LatencyPruneConfig(speedup=1.3, max_steps=8, max_step_ratio=0.3, prune=PruneConfig(round_to=4),
+                                 measure_candidates=measured)
+        runs[measured] = prune_to_latency(model, shape, cfg)
+    net, record = runs[True]
+    last = record["history"][-1]
+    assert record["reached"] and record["speedup"] == pytest.approx(base_ms / machine.latency_ms(net))
+    assert last["chosen_by"] == "measured"
+    for c in last["candidates"]:  # channel pruning keeps every convolution: only the MAC term changes
+        assert c["speedup"] == pytest.approx(base_ms / (0.05 * convs + c["macs"] / 1e7))
+    assert last["macs"] == max(c["macs"] for c in last["candidates"] if c["speedup"] >= 1.3)
+    assert runs[False][1]["reached"] and all(h.get("chosen_by", "macs") == "macs" for h in runs[False][1]["history"])

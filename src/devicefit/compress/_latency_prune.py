@@ -15,6 +15,12 @@ smallest global candidate removed 15-20% of the MACs, because a residual stage's
 `layer_steps`, each prunable layer (a channel group led by one layer, `prunable_layers`) losing one group of
 `round_to` channels is a candidate too: 2-8% of the MACs there.
 
+MACs steer badly where a step is small: a layer thinned from 16 to 8 channels, or a count the CPU's SIMD
+width does not divide, saves less time than its MACs say, and a γ fitted to such a step inflates the next
+cut. With `measure_candidates` every candidate is timed beside the unpruned model (one interleaved run per
+round, a few seconds for a CIFAR network) and the round keeps the smallest cut measured at the goal; only when
+none measures there does the MAC estimate choose.
+
 Near the goal the measurement's own noise decides: this VM's per-round ratios of one pair spread about ±10%, so a
 network that is 2.05x faster measures 1.95x in one run and triggers a round that was not needed. A round whose
 measured figure lies within `confirm_within` of the goal is therefore timed again with `confirm_rounds` more
@@ -46,7 +52,9 @@ class LatencyPruneConfig:
     min_step_ratio/max_step_ratio: bounds on the channels removed per round; prune: criterion, rounding and
     unsupported-op handling (its ratio/steps are set per round); rounds/repeats/threads: each measurement's
     interleaved rounds, timed runs per round and runtime threads; layer_steps: also try removing one channel
-    group from a single layer each round (finer steps near the goal); confirm_within: a figure within this
+    group from a single layer each round (finer steps near the goal); measure_candidates: time every candidate
+    beside the unpruned model and keep the smallest cut measured at the goal, before falling back on the MAC
+    estimate; confirm_within: a figure within this
     fraction of the goal (either side) is timed again with `confirm_rounds` more rounds and judged on all of
     them (0: never); tolerance: a figure up to this fraction short of the goal counts as reached (0: none)."""
 
@@ -61,6 +69,7 @@ class LatencyPruneConfig:
     repeats: int = 30
     threads: int = 1
     layer_steps: bool = True
+    measure_candidates: bool = True
     confirm_within: float = 0.1
     confirm_rounds: int = 15
     tolerance: float = 0.0
@@ -83,8 +92,9 @@ class LatencyPruneConfig:
         check_int("repeats", self.repeats, 3)
         check_int("threads", self.threads, 1)
         check_int("confirm_rounds", self.confirm_rounds, 1)
-        if not isinstance(self.layer_steps, bool):
-            raise ConfigError(f"layer_steps must be a bool, got {self.layer_steps!r}")
+        for name in ("layer_steps", "measure_candidates"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be a bool, got {getattr(self, name)!r}")
         for name, hi in (("confirm_within", 1.0), ("tolerance", 0.5)):
             v = getattr(self, name)
             if not isinstance(v, int | float) or isinstance(v, bool) or not 0.0 <= v < hi:
@@ -149,13 +159,15 @@ _Step = tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]
 
 
 def _smallest_sufficient_step(net: nn.Module, macs0: int, input_shape: tuple[int, ...], cfg: LatencyPruneConfig,
-                              ratio: float, cut: float) -> _Step | None:
+                              ratio: float, cut: float, base: nn.Module, seed: int) -> _Step | None:
     """Prune `net` (`macs0` MACs; not in place) uniformly at `ratio` and `ratio`/2, globally at ratios from
     `ratio`/4 to 2·`ratio` (at most `max_step_ratio`) and, with `layer_steps`, one channel group out of each
-    prunable layer alone; return the candidate that removes the fewest MACs while cutting them by at least
-    `cut` (if none does, the one that cuts most), its description and every candidate's (mode, ratio, MACs,
-    and `layer` for a single-layer one); None when no candidate removes anything (every layer at its
-    `max_layer_ratio` or rounding floor)."""
+    prunable layer alone. With `measure_candidates`, time them all beside the unpruned `base` and return the one
+    that removes the fewest MACs among those measured at the goal (`chosen_by: "measured"`); otherwise (or when
+    none measures there) the one that removes the fewest MACs while cutting them by at least `cut`, or if none
+    does, the one that cuts most (`chosen_by: "macs"`). Returns it, its description and every candidate's (mode,
+    ratio, MACs, `layer` for a single-layer one, measured speed-up and latency); None when no candidate removes
+    anything (every layer at its `max_layer_ratio` or rounding floor)."""
     found: list[tuple[int, dict[str, Any], nn.Module]] = []
     ladder = [("uniform", ratio), ("uniform", ratio / 2)] + [
         ("global", r) for r in sorted({min(f * ratio, cfg.max_step_ratio) for f in (2.0, 1.5, 1.0, 0.5, 0.25)},
@@ -177,9 +189,20 @@ def _smallest_sufficient_step(net: nn.Module, macs0: int, input_shape: tuple[int
                                                "macs": res.macs_after}, res.model))
     if not found:
         return None
+    at_goal: list[tuple[int, dict[str, Any], nn.Module]] = []
+    if cfg.measure_candidates:
+        m = measure_interleaved({"unpruned": base, **{str(i): f[2] for i, f in enumerate(found)}}, cfg.target,
+                                input_shape=input_shape, rounds=cfg.rounds, repeats=cfg.repeats, threads=cfg.threads,
+                                seed=seed)
+        for i, (_, desc, _) in enumerate(found):
+            desc |= {"speedup": m.ratio("unpruned", str(i)), "latency_ms": m.median_ms(str(i))}
+        at_goal = [f for f in found if _remaining(f[1], cfg) <= 1.0]
     enough = [f for f in found if macs0 / f[0] >= cut]
-    _, chosen, model = max(enough, key=lambda f: f[0]) if enough else min(found, key=lambda f: f[0])
-    return model, chosen, [f[1] for f in found]
+    if at_goal:
+        _, chosen, model = max(at_goal, key=lambda f: f[0])
+    else:
+        _, chosen, model = max(enough, key=lambda f: f[0]) if enough else min(found, key=lambda f: f[0])
+    return model, {**chosen, "chosen_by": "measured" if at_goal else "macs"}, [f[1] for f in found]
 
 
 def _one_group(channels: int, prune: PruneConfig) -> int:
@@ -212,7 +235,8 @@ def prune_to_latency(model: nn.Module, input_shape: tuple[int, ...], cfg: Latenc
             break
         ratio = min(max(1.0 - math.sqrt(1.0 / left), cfg.min_step_ratio), cfg.max_step_ratio)
         cut = _needed_mac_cut(history, left)
-        step_result = _smallest_sufficient_step(net, history[-1]["macs"], input_shape, cfg, ratio, cut)
+        step_result = _smallest_sufficient_step(net, history[-1]["macs"], input_shape, cfg, ratio, cut, model,
+                                                seed=20_000 + step)
         if step_result is None:
             stopped = (f"round {step}: no candidate up to ratio {min(2 * ratio, cfg.max_step_ratio):.3g} removes "
                        f"anything more (round_to={cfg.prune.round_to}, round_floor={cfg.prune.round_floor}, "
@@ -222,7 +246,7 @@ def prune_to_latency(model: nn.Module, input_shape: tuple[int, ...], cfg: Latenc
         if finetune is not None:
             net = _finetuned(finetune, net)
         history.append(_round(step, chosen["ratio"], model, net, input_shape, cfg)
-                       | {k: chosen[k] for k in ("mode", "layer") if k in chosen}
+                       | {k: chosen[k] for k in ("mode", "layer", "chosen_by") if k in chosen}
                        | {"needed_mac_cut": cut, "candidates": candidates})
     last = history[-1]
     reached = _remaining(last, cfg) <= 1.0
