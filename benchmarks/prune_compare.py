@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from devicefit.core import atomic_write_json, atomic_write_text, machine_info, read_json
+from devicefit.core import machine_info, read_json
 from devicefit.hardware import measure_interleaved
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prune_control import pruned_epochs
-from prune_report import relative
+from prune_report import relative, write_result
 
 ROOT = Path(__file__).resolve().parent
 
@@ -92,10 +92,7 @@ def main() -> None:
                     "n_test": first["metrics"]["n_test"], "timing": dict(m.method), "rounds_ms": m.rounds_ms,
                     "rounds": args.rounds, "repeats": args.repeats, "threads": args.threads,
                     "machine": machine_info(), "runs": {k: str(d) for k, (d, _) in runs.items()}})
-    out = ROOT / "results" / args.name
-    atomic_write_json(out.with_suffix(".json"), doc)
-    atomic_write_text(out.with_suffix(".md"), markdown(doc))
-    print(markdown(doc))
+    write_result(ROOT / "results" / args.name, doc, markdown(doc))
 
 
 def _spread(m: Any, label: str) -> list[float]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,13 @@ from typing import Any
 import numpy as np
 
 from devicefit import compress as C
-from devicefit.core import atomic_write_json, atomic_write_text, machine_info
+from devicefit.core import machine_info
 from devicefit.hardware import channel_floor, channel_multiple, measure_interleaved
 from devicefit.nn import analyze
 from devicefit.pipelines._compress_job import CompressJobConfig, load_source
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prune_report import write_result
 
 ROOT = Path(__file__).resolve().parent
 
@@ -98,10 +102,7 @@ def main() -> None:
            "settings": {k: dataclasses.asdict(v) for k, v in settings(args).items()}, "runs": runs,
            "summary": summary, "retiming": dict(m.method), "wall_s": time.perf_counter() - t0,
            "machine": machine_info()}
-    out = ROOT / "results" / args.name
-    atomic_write_json(out.with_suffix(".json"), doc)
-    atomic_write_text(out.with_suffix(".md"), markdown(doc))
-    print(markdown(doc))
+    write_result(ROOT / "results" / args.name, doc, markdown(doc))
 
 
 def markdown(d: dict[str, Any]) -> str:

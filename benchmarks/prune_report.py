@@ -32,6 +32,13 @@ def parse() -> argparse.Namespace:
     return ap.parse_args()
 
 
+def write_result(stem: Path, doc: dict[str, Any], text: str) -> None:
+    """`stem`.json and `stem`.md, each written atomically, and the Markdown printed."""
+    atomic_write_json(stem.with_suffix(".json"), doc)
+    atomic_write_text(stem.with_suffix(".md"), text)
+    print(text)
+
+
 def relative(record: dict[str, Any]) -> dict[str, Any]:
     """`record` with absolute paths made relative to the repository root (its parent folder, which holds
     ../shared, as "../")."""

@@ -13,6 +13,7 @@ Channel groups are the target's (`hardware.channel_multiple`, with `channel_floo
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,13 @@ from torch.nn import functional as F
 
 from devicefit import compress as C
 from devicefit import data as D
-from devicefit.core import atomic_write_json, atomic_write_text, machine_info
+from devicefit.core import machine_info
 from devicefit.hardware import channel_floor, channel_multiple, measure_interleaved
 from devicefit.nn import analyze
 from devicefit.pipelines._compress_job import CompressJobConfig, load_source
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prune_report import write_result
 
 ROOT = Path(__file__).resolve().parent
 
@@ -100,10 +104,7 @@ def main() -> None:
     doc = {"benchmark": args.name, "source": args.source.name, "base_loss": base_loss, "base_macs": base_macs,
            "images": len(y), "target": args.target, "timing": dict(m.method), "rows": rows, "summary": summary,
            "source_ms": m.median_ms("source"), "wall_s": time.perf_counter() - t0, "machine": machine_info()}
-    out = ROOT / "results" / args.name
-    atomic_write_json(out.with_suffix(".json"), doc)
-    atomic_write_text(out.with_suffix(".md"), markdown(doc))
-    print(markdown(doc))
+    write_result(ROOT / "results" / args.name, doc, markdown(doc))
 
 
 def markdown(d: dict[str, Any]) -> str:
