@@ -265,6 +265,8 @@ def test_prunable_layers_lead_groups_and_layer_ratios_prune_only_that_group() ->
         StructuredPruner().fit(model, shape, layer_ratios={"nope": 0.5})
     with pytest.raises(ConfigError, match=r"layer_ratios\['.*'\]"):
         StructuredPruner().fit(model, shape, layer_ratios={inner: 1.5})
+    with pytest.raises(ConfigError, match=r"layer_ratios\['.*'\]=0.01 removes no channel of its 16"):
+        StructuredPruner().fit(model, shape, layer_ratios={inner: 0.01})
 
 
 def test_single_layer_steps_land_closer_to_the_goal(monkeypatch: pytest.MonkeyPatch) -> None:

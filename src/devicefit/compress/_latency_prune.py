@@ -54,9 +54,9 @@ class LatencyPruneConfig:
     interleaved rounds, timed runs per round and runtime threads; layer_steps: also try removing one channel
     group from a single layer each round (finer steps near the goal); measure_candidates: time every candidate
     beside the unpruned model and keep the smallest cut measured at the goal, before falling back on the MAC
-    estimate; confirm_within: a figure within this
-    fraction of the goal (either side) is timed again with `confirm_rounds` more rounds and judged on all of
-    them (0: never); tolerance: a figure up to this fraction short of the goal counts as reached (0: none)."""
+    estimate; confirm_within: a figure within this fraction of the goal (either side) is timed again with
+    `confirm_rounds` more rounds and judged on all of them (0: never); tolerance: a figure up to this
+    fraction short of the goal counts as reached (0: none)."""
 
     latency_ms: float | None = None
     speedup: float | None = None

@@ -197,6 +197,8 @@ class StructuredPruner:
                     raise ConfigError(f"layer_ratios names {name!r}, which is not a prunable layer; prunable: "
                                       f"{', '.join(list(layers)[:8])}{' ...' if len(layers) > 8 else ''}")
                 check_range(f"layer_ratios[{name!r}]", r, 0.0, 1.0)
+                if round(r * layers[name]) < 1:
+                    raise ConfigError(f"layer_ratios[{name!r}]={r:g} removes no channel of its {layers[name]}")
             # Torch-Pruning removes channels - int(channels · (1 - ratio)); half a channel of headroom makes that
             # round(ratio · channels) whatever the float rounding, before its own rounding to round_to
             by_layer = {net.get_submodule(name): (round(r * layers[name]) - 0.5) / layers[name]
