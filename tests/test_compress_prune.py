@@ -178,7 +178,8 @@ def test_speedup_goal_stops_on_the_paired_ratio_whatever_the_drift(monkeypatch: 
     model, shape = _model("resnet8")
     machine = _DriftingMachine(shape, [1.0, 0.6, 1.6, 0.7, 1.4])
     monkeypatch.setattr(_latency_prune, "measure_interleaved", machine)
-    cfg = LatencyPruneConfig(speedup=2.0, max_steps=6, max_step_ratio=0.15, prune=PruneConfig(round_to=1))
+    cfg = LatencyPruneConfig(speedup=2.0, max_steps=6, max_step_ratio=0.15, prune=PruneConfig(round_to=1),
+                             layer_steps=False, measure_candidates=False)
     net, record = prune_to_latency(model, shape, cfg)
     hist = record["history"]
     macs0 = analyze(model, shape).macs
@@ -189,7 +190,8 @@ def test_speedup_goal_stops_on_the_paired_ratio_whatever_the_drift(monkeypatch: 
     # an absolute goal taken from the first figure is misled by the same drift: it stops elsewhere
     machine.calls = 0
     _, absolute = prune_to_latency(model, shape, LatencyPruneConfig(
-        latency_ms=hist[0]["latency_ms"] / 2.0, max_steps=6, max_step_ratio=0.15, prune=PruneConfig(round_to=1)))
+        latency_ms=hist[0]["latency_ms"] / 2.0, max_steps=6, max_step_ratio=0.15, prune=PruneConfig(round_to=1),
+        layer_steps=False, measure_candidates=False))
     assert len(absolute["history"]) != len(hist)
 
 
@@ -239,7 +241,8 @@ def test_a_goal_beyond_what_pruning_can_remove_stops_with_the_reason(monkeypatch
     model, shape = _model("resnet8")
     monkeypatch.setattr(_latency_prune, "measure_interleaved", _DriftingMachine(shape, [1.0]))
     cfg = LatencyPruneConfig(speedup=50.0, max_steps=30, max_step_ratio=0.3,
-                             prune=PruneConfig(round_to=4, max_layer_ratio=0.5))
+                             prune=PruneConfig(round_to=4, max_layer_ratio=0.5), layer_steps=False,
+                             measure_candidates=False)
     _, record = prune_to_latency(model, shape, cfg)
     assert record["reached"] is False and len(record["history"]) < 31
     assert "removes anything more" in record["stopped"] and "max_layer_ratio=0.5" in record["stopped"] \
@@ -261,8 +264,12 @@ def test_prunable_layers_lead_groups_and_layer_ratios_prune_only_that_group() ->
         widths = {n: m.out_channels for n, m in net.named_modules() if isinstance(m, nn.Conv2d)}
         assert widths[inner] == before[inner] - round(ratio * before[inner])
         assert all(widths[n] == before[n] for n in before if n != inner)
-    with pytest.raises(ConfigError, match=r"layer_ratios names 'nope', which is not a prunable layer"):
+    with pytest.raises(ConfigError, match=r"layer_ratios names 'nope', which is not a convolution or linear"):
         StructuredPruner().fit(model, shape, layer_ratios={"nope": 0.5})
+    coupled = inner.replace("conv1", "conv2")  # its channels belong to the residual stream's group
+    assert coupled not in layers and isinstance(model.get_submodule(coupled), nn.Conv2d)
+    with pytest.raises(ConfigError, match=rf"layer_ratios names '{coupled}', which is not a prunable layer"):
+        StructuredPruner().fit(model, shape, layer_ratios={coupled: 0.5})
     with pytest.raises(ConfigError, match=r"layer_ratios\['.*'\]"):
         StructuredPruner().fit(model, shape, layer_ratios={inner: 1.5})
     with pytest.raises(ConfigError, match=r"layer_ratios\['.*'\]=0.01 removes no channel of its 16"):
@@ -319,7 +326,8 @@ def test_a_figure_near_the_goal_is_confirmed_with_more_rounds(monkeypatch: pytes
     for confirm in (0.0, 0.1):
         monkeypatch.setattr(_latency_prune, "measure_interleaved", _NoisyFirstLook(shape, 1.1))
         cfg = LatencyPruneConfig(speedup=2.0, max_steps=12, max_step_ratio=0.15, prune=PruneConfig(round_to=1),
-                                 confirm_within=confirm, rounds=5, confirm_rounds=15, measure_candidates=False)
+                                 confirm_within=confirm, rounds=5, confirm_rounds=15, measure_candidates=False,
+                                 layer_steps=False)
         runs[confirm] = prune_to_latency(model, shape, cfg)[1]
     confirmed = [h for h in runs[0.1]["history"] if "confirmed" in h]
     assert confirmed and all(len(h["rounds_ms"]["pruned"]) == 20 for h in confirmed)
@@ -337,7 +345,7 @@ def test_tolerance_accepts_a_figure_that_far_short_of_the_goal(monkeypatch: pyte
     model, shape = _model("resnet8")
     monkeypatch.setattr(_latency_prune, "measure_interleaved", _DriftingMachine(shape, [1.0]))
     cfg = LatencyPruneConfig(speedup=2.0, max_steps=12, max_step_ratio=0.15, prune=PruneConfig(round_to=1),
-                             tolerance=0.1)
+                             tolerance=0.1, layer_steps=False, measure_candidates=False)
     _, record = prune_to_latency(model, shape, cfg)
     hist = record["history"]
     assert record["reached"] and record["tolerance"] == 0.1
@@ -385,16 +393,11 @@ def test_measured_candidates_keep_the_smallest_cut_that_measures_at_the_goal(mon
     machine = _FixedCostMachine(shape)
     monkeypatch.setattr(_latency_prune, "measure_interleaved", machine)
     base_ms, convs = machine.latency_ms(model), sum(isinstance(m, nn.Conv2d) for m in model.modules())
-    runs = {}
-    for measured in (False, True):
-        cfg = LatencyPruneConfig(speedup=1.3, max_steps=8, max_step_ratio=0.3, prune=PruneConfig(round_to=4),
-                                 measure_candidates=measured)
-        runs[measured] = prune_to_latency(model, shape, cfg)
-    net, record = runs[True]
+    cfg = LatencyPruneConfig(speedup=1.3, max_steps=8, max_step_ratio=0.3, prune=PruneConfig(round_to=4))
+    net, record = prune_to_latency(model, shape, cfg)
     last = record["history"][-1]
     assert record["reached"] and record["speedup"] == pytest.approx(base_ms / machine.latency_ms(net))
     assert last["chosen_by"] == "measured"
     for c in last["candidates"]:  # channel pruning keeps every convolution: only the MAC term changes
         assert c["speedup"] == pytest.approx(base_ms / (0.05 * convs + c["macs"] / 1e7))
     assert last["macs"] == max(c["macs"] for c in last["candidates"] if c["speedup"] >= 1.3)
-    assert runs[False][1]["reached"] and all(h.get("chosen_by", "macs") == "macs" for h in runs[False][1]["history"])

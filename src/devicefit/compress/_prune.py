@@ -189,22 +189,9 @@ class StructuredPruner:
         if not isinstance(cfg.round_to, int):
             raise ConfigError(f"round_to={cfg.round_to!r} names the target's channel multiple: resolve it first with "
                               "hardware.channel_multiple(target) (the prune job does), or give a number")
-        by_layer = None
-        if layer_ratios is not None:
-            layers = prunable_layers(net, input_shape, cfg)
-            for name, r in layer_ratios.items():
-                if name not in layers:
-                    raise ConfigError(f"layer_ratios names {name!r}, which is not a prunable layer; prunable: "
-                                      f"{', '.join(list(layers)[:8])}{' ...' if len(layers) > 8 else ''}")
-                check_range(f"layer_ratios[{name!r}]", r, 0.0, 1.0)
-                if round(r * layers[name]) < 1:
-                    raise ConfigError(f"layer_ratios[{name!r}]={r:g} removes no channel of its {layers[name]}")
-            # Torch-Pruning removes channels - int(channels · (1 - ratio)); half a channel of headroom makes that
-            # round(ratio · channels) whatever the float rounding, before its own rounding to round_to
-            by_layer = {net.get_submodule(name): (round(r * layers[name]) - 0.5) / layers[name]
-                        for name, r in layer_ratios.items()}
+        by_layer = None if layer_ratios is None else _layer_ratio_dict(net, layer_ratios)
         try:
-            return _pruner_class(tp, cfg.round_floor)(
+            pruner = _pruner_class(tp, cfg.round_floor)(
                 net, torch.zeros(1, *input_shape), importance=make_importance(cfg.importance),
                 global_pruning=cfg.global_ratio and by_layer is None,
                 pruning_ratio=cfg.ratio if by_layer is None else 0.0, pruning_ratio_dict=by_layer,
@@ -213,6 +200,46 @@ class StructuredPruner:
         except Exception as e:  # the dependency graph raises on ops it cannot trace
             raise UnsupportedOpError(f"Torch-Pruning cannot build the dependency graph of "
                                      f"{type(net).__name__}: {e}") from e
+        if by_layer is not None:
+            roots = _group_roots(pruner.DG, pruner.ignored_layers, net)
+            for name in layer_ratios or {}:
+                if name not in roots:
+                    raise ConfigError(f"layer_ratios names {name!r}, which is not a prunable layer; prunable: "
+                                      f"{', '.join(list(roots)[:8])}{' ...' if len(roots) > 8 else ''}")
+        return pruner
+
+
+def _layer_ratio_dict(net: nn.Module, layer_ratios: Mapping[str, float]) -> dict[nn.Module, float]:
+    """Torch-Pruning's pruning_ratio_dict for `layer_ratios`. It removes channels - int(channels · (1 - ratio));
+    half a channel of headroom makes that round(ratio · channels) whatever the float rounding, before its own
+    rounding to round_to."""
+    out: dict[nn.Module, float] = {}
+    for name, r in layer_ratios.items():
+        check_range(f"layer_ratios[{name!r}]", r, 0.0, 1.0)
+        try:
+            module = net.get_submodule(name)
+        except AttributeError:
+            module = None
+        channels = getattr(module, "out_channels", None) or getattr(module, "out_features", None)
+        if module is None or not channels:
+            raise ConfigError(f"layer_ratios names {name!r}, which is not a convolution or linear layer of "
+                              f"{type(net).__name__}")
+        if round(r * channels) < 1:
+            raise ConfigError(f"layer_ratios[{name!r}]={r:g} removes no channel of its {channels}")
+        out[module] = (round(r * channels) - 0.5) / channels
+    return out
+
+
+def _group_roots(graph: Any, ignored: list[nn.Module], net: nn.Module) -> dict[str, int]:
+    """{module path: output channels} of the layers leading the prunable groups of Torch-Pruning's `graph`."""
+    names = {m: n for n, m in net.named_modules()}
+    out: dict[str, int] = {}
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.modules.conv._ConvNd, nn.Linear]):
+        root = group[0][0].target.module
+        channels = graph.get_out_channels(root)
+        if root in names and channels:
+            out[names[root]] = int(channels)
+    return out
 
 
 def prunable_layers(model: nn.Module, input_shape: tuple[int, ...], config: PruneConfig | None = None
@@ -229,14 +256,7 @@ def prunable_layers(model: nn.Module, input_shape: tuple[int, ...], config: Prun
     except Exception as e:
         raise UnsupportedOpError(f"Torch-Pruning cannot build the dependency graph of {type(net).__name__}: {e}") \
             from e
-    names = {m: n for n, m in net.named_modules()}
-    out: dict[str, int] = {}
-    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=[nn.modules.conv._ConvNd, nn.Linear]):
-        root = group[0][0].target.module
-        channels = graph.get_out_channels(root)
-        if root in names and channels:
-            out[names[root]] = int(channels)
-    return out
+    return _group_roots(graph, ignored, net)
 
 
 def _pruner_class(tp: Any, round_floor: int) -> Any:
