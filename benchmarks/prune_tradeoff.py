@@ -59,10 +59,10 @@ def candidates(model: nn.Module, shape: tuple[int, ...], target: str) -> dict[st
     """{label: (kind, network)}: each removable block bypassed, each prunable layer one channel group thinner."""
     out: dict[str, tuple[str, nn.Module]] = {
         f"block {p}": ("block", C.bypass_blocks(model, [p])) for p in C.removable_blocks(model)}
-    group, floor = channel_multiple(target), channel_floor(target)
-    pruner = C.StructuredPruner(C.PruneConfig(round_to=group, round_floor=floor))
+    prune = C.PruneConfig(round_to=channel_multiple(target), round_floor=channel_floor(target))
+    pruner = C.StructuredPruner(prune)
     for layer, channels in C.prunable_layers(model, shape).items():
-        step = group if channels >= 2 * group else floor if floor and channels >= 2 * floor else 0
+        step = C.one_group_channels(channels, prune)
         if step:
             res = pruner.fit(model, shape, layer_ratios={layer: step / channels}).result_
             if res.macs_after < res.macs_before:  # a group coupled to an unprunable layer stays whole

@@ -35,6 +35,7 @@ from ._prune import (
     StructuredPruner,
     classifier_layers,
     make_importance,
+    one_group_channels,
     prunable_layers,
     unsupported_modules,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "make_calibrator",
     "make_importance",
     "needs_reduce_range",
+    "one_group_channels",
     "prunable_layers",
     "prune_to_latency",
     "pruned_shapes",

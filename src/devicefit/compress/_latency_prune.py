@@ -39,7 +39,7 @@ from devicefit.core import BudgetError, ConfigError, check_int, check_positive, 
 from devicefit.hardware import InterleavedLatency, measure_interleaved
 from devicefit.nn import analyze
 
-from ._prune import Finetune, PruneConfig, StructuredPruner, _finetuned, prunable_layers
+from ._prune import Finetune, PruneConfig, StructuredPruner, _finetuned, one_group_channels, prunable_layers
 
 __all__ = ["LatencyPruneConfig", "prune_to_latency"]
 
@@ -180,7 +180,7 @@ def _smallest_sufficient_step(net: nn.Module, macs0: int, input_shape: tuple[int
     if cfg.layer_steps:
         one_step = StructuredPruner(replace(cfg.prune, steps=1))
         for layer, channels in prunable_layers(net, input_shape, cfg.prune).items():
-            group = _one_group(channels, cfg.prune)
+            group = one_group_channels(channels, cfg.prune)
             if not group:
                 continue
             res = one_step.fit(net, input_shape, layer_ratios={layer: group / channels}).result_
@@ -203,15 +203,6 @@ def _smallest_sufficient_step(net: nn.Module, macs0: int, input_shape: tuple[int
     else:
         _, chosen, model = max(enough, key=lambda f: f[0]) if enough else min(found, key=lambda f: f[0])
     return model, {**chosen, "chosen_by": "measured" if at_goal else "macs"}, [f[1] for f in found]
-
-
-def _one_group(channels: int, prune: PruneConfig) -> int:
-    """Channels one group takes from a layer of `channels`: `round_to`, or `round_floor` where `round_to` would
-    leave less than itself; 0 where even that would (the layer cannot lose a group)."""
-    step = int(prune.round_to)
-    if channels >= 2 * step:
-        return step
-    return prune.round_floor if prune.round_floor and channels >= 2 * prune.round_floor else 0
 
 
 def prune_to_latency(model: nn.Module, input_shape: tuple[int, ...], cfg: LatencyPruneConfig, *,

@@ -20,8 +20,8 @@ from devicefit.nn import analyze
 
 from ._registry import IMPORTANCES, PRUNERS
 
-__all__ = ["PruneConfig", "PruneResult", "StructuredPruner", "classifier_layers", "make_importance", "prunable_layers",
-           "unsupported_modules"]
+__all__ = ["PruneConfig", "PruneResult", "StructuredPruner", "classifier_layers", "make_importance",
+           "one_group_channels", "prunable_layers", "unsupported_modules"]
 
 Finetune = Callable[[nn.Module], nn.Module]
 
@@ -207,6 +207,15 @@ class StructuredPruner:
                     raise ConfigError(f"layer_ratios names {name!r}, which is not a prunable layer; prunable: "
                                       f"{', '.join(list(roots)[:8])}{' ...' if len(roots) > 8 else ''}")
         return pruner
+
+
+def one_group_channels(channels: int, config: PruneConfig) -> int:
+    """Channels one group takes from a layer of `channels` under `config` (an int `round_to`): `round_to`, or
+    `round_floor` where `round_to` would leave less than itself; 0 where even that would."""
+    step = int(config.round_to)
+    if channels >= 2 * step:
+        return step
+    return config.round_floor if config.round_floor and channels >= 2 * config.round_floor else 0
 
 
 def _layer_ratio_dict(net: nn.Module, layer_ratios: Mapping[str, float]) -> dict[nn.Module, float]:
