@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from devicefit import compress as C
 from devicefit import data as D
@@ -48,13 +47,6 @@ def parse() -> argparse.Namespace:
     return ap.parse_args()
 
 
-@torch.no_grad()
-def mean_loss(net: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    net.eval()
-    return sum(float(F.cross_entropy(net(x), y, reduction="sum")) for x, y in batches) / sum(len(y) for _, y in
-                                                                                             batches)
-
-
 def candidates(model: nn.Module, shape: tuple[int, ...], target: str) -> dict[str, tuple[str, nn.Module]]:
     """{label: (kind, network)}: each removable block bypassed, each prunable layer one channel group thinner."""
     out: dict[str, tuple[str, nn.Module]] = {
@@ -79,7 +71,7 @@ def main() -> None:
     ds = D.calibration_split(train, min(args.images, len(train)), seed=0)
     x, y = D.to_float_tensor(ds, ds.x), torch.as_tensor(ds.y, dtype=torch.long)
     batches = [(x[i:i + 128], y[i:i + 128]) for i in range(0, len(y), 128)]
-    base_loss, base_macs = mean_loss(model, batches), analyze(model, shape).macs
+    base_loss, base_macs = C.mean_loss(model, batches), analyze(model, shape).macs
     cands = candidates(model, shape, args.target)
     print(f"{len(cands)} candidates; timing {args.rounds} interleaved rounds x {args.repeats} runs", flush=True)
     m = measure_interleaved({"source": model, **{k: net for k, (_, net) in cands.items()}}, args.target,
@@ -88,7 +80,7 @@ def main() -> None:
     for label, (kind, net) in cands.items():
         speedup = m.ratio("source", label)
         macs = analyze(net, shape).macs
-        added = mean_loss(net, batches) - base_loss
+        added = C.mean_loss(net, batches) - base_loss
         saved = 1.0 - 1.0 / speedup  # fraction of the source's latency saved
         macs_saved = 1.0 - macs / base_macs
         rows.append({"candidate": label, "kind": kind, "macs": macs, "macs_saved": macs_saved,

@@ -22,6 +22,7 @@ from ._depth import (
     DepthPruner,
     block_scores,
     bypass_blocks,
+    mean_loss,
     removable_blocks,
 )
 from ._fold import bias_correct_, equalize_, fold_batchnorm, relu6_to_relu_
@@ -94,6 +95,7 @@ __all__ = [
     "load_pruned_state_",
     "make_calibrator",
     "make_importance",
+    "mean_loss",
     "needs_reduce_range",
     "one_group_channels",
     "prunable_layers",

@@ -27,7 +27,7 @@ from ._prune import PruneResult
 from ._registry import PRUNERS
 
 __all__ = ["BLOCK_CRITERIA", "BYPASSES", "DepthPruneConfig", "DepthPruner", "block_scores", "bypass_blocks",
-           "removable_blocks"]
+           "mean_loss", "removable_blocks"]
 
 Bypass = Callable[[nn.Module], "nn.Module | None"]
 BYPASSES: Registry[Bypass] = Registry("removable block type")
@@ -80,7 +80,8 @@ def bypass_blocks(model: nn.Module, paths: Sequence[str]) -> nn.Module:
 
 
 @torch.no_grad()
-def _mean_loss(net: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
+def mean_loss(net: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Mean cross-entropy of `net` (put in eval mode) over the labelled (x, y) batches."""
     net.eval()
     total = sum(float(F.cross_entropy(net(x), y, reduction="sum")) for x, y in batches)
     return total / sum(len(y) for _, y in batches)
@@ -90,7 +91,7 @@ def _mean_loss(net: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tenso
 def _loss_increase(model: nn.Module, path: str, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """Mean cross-entropy on the labelled batches with the block bypassed (the lower, the less the block
     matters; ranking by it ranks by the loss increase, the base loss being common to all blocks)."""
-    return _mean_loss(bypass_blocks(model, [path]), batches)
+    return mean_loss(bypass_blocks(model, [path]), batches)
 
 
 @BLOCK_CRITERIA.register("branch_norm")
