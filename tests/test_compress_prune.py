@@ -339,6 +339,48 @@ def test_a_figure_near_the_goal_is_confirmed_with_more_rounds(monkeypatch: pytes
     assert 2.0 <= true_final[0.1] < true_final[0.0]  # without confirmation the slow first look over-prunes
 
 
+class _SlowCandidateLooks:
+    """A fake measurement (latency ∝ MACs) whose first timing of a round's candidates (a call with more than two
+    models and `first_rounds` rounds) reads every candidate `bias` times slower, as a busy spell would; every other
+    call is exact."""
+
+    def __init__(self, shape: tuple[int, ...], bias: float, first_rounds: int) -> None:
+        self.shape, self.bias, self.first_rounds = shape, bias, first_rounds
+
+    def __call__(self, models: dict[str, nn.Module], target: str, *, rounds: int, **kw: object) -> object:
+        from devicefit.hardware import InterleavedLatency
+
+        slow = self.bias if len(models) > 2 and rounds == self.first_rounds else 1.0
+        return InterleavedLatency(target, {k: (analyze(m, self.shape).macs / 1e6 * (1 if k == "unpruned" else slow),)
+                                           * rounds for k, m in models.items()}, {"threads": 1})
+
+
+def test_measured_candidates_near_the_goal_are_confirmed_before_a_bigger_cut(monkeypatch: pytest.MonkeyPatch
+                                                                            ) -> None:
+    """A busy spell that makes every candidate read 8% slow would hand the round to a bigger cut than it needs;
+    candidates whose first figure lies near the goal are timed again and judged on the pooled rounds, so the run
+    keeps a smaller cut that truly reaches the goal."""
+    from devicefit.compress import _latency_prune
+
+    model, shape = _model("resnet8")
+    macs0 = analyze(model, shape).macs
+    runs = {}
+    for confirm in (0.0, 0.1):
+        monkeypatch.setattr(_latency_prune, "measure_interleaved", _SlowCandidateLooks(shape, 1.08, first_rounds=5))
+        cfg = LatencyPruneConfig(speedup=1.5, max_steps=8, prune=PruneConfig(round_to=4), confirm_within=confirm,
+                                 rounds=5, confirm_rounds=15)
+        runs[confirm] = prune_to_latency(model, shape, cfg)[1]
+    assert runs[0.0]["reached"] and runs[0.1]["reached"]
+    confirmed = [c for h in runs[0.1]["history"][1:] for c in h["candidates"] if "confirmed" in c]
+    assert confirmed and all(c["confirmed"]["rounds"] == 20 for c in confirmed)
+    for c in confirmed:  # 15 exact rounds outnumber the 5 slow ones: the pooled median is exact
+        assert c["speedup"] == pytest.approx(macs0 / c["macs"])
+        assert c["confirmed"]["first_speedup"] == pytest.approx(macs0 / c["macs"] / 1.08)
+    assert not any("confirmed" in c for h in runs[0.0]["history"][1:] for c in h["candidates"])
+    true_final = {c: macs0 / r["history"][-1]["macs"] for c, r in runs.items()}
+    assert 1.5 <= true_final[0.1] < true_final[0.0]
+
+
 def test_tolerance_accepts_a_figure_that_far_short_of_the_goal(monkeypatch: pytest.MonkeyPatch) -> None:
     from devicefit.compress import _latency_prune
 

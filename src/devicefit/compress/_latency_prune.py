@@ -24,8 +24,11 @@ none measures there does the MAC estimate choose.
 Near the goal the measurement's own noise decides: this VM's per-round ratios of one pair spread about ±10%, so a
 network that is 2.05x faster measures 1.95x in one run and triggers a round that was not needed. A round whose
 measured figure lies within `confirm_within` of the goal is therefore timed again with `confirm_rounds` more
-interleaved rounds and judged on all of them (the median of the pooled per-round ratios); `tolerance` accepts
-a figure that far short of the goal as reached (0: none), for users who would rather stop than over-prune."""
+interleaved rounds and judged on all of them (the median of the pooled per-round ratios); The same holds for the
+candidates of a measured round: those whose first figure lies within `confirm_within` of the goal are timed
+together for `confirm_rounds` more rounds before the round chooses, so a busy spell that makes the smallest
+sufficient cut read short does not hand the round to a much bigger one. `tolerance` accepts a figure that far
+short of the goal as reached (0: none), for users who would rather stop than over-prune."""
 
 from __future__ import annotations
 
@@ -54,9 +57,9 @@ class LatencyPruneConfig:
     interleaved rounds, timed runs per round and runtime threads; layer_steps: also try removing one channel
     group from a single layer each round (finer steps near the goal); measure_candidates: time every candidate
     beside the unpruned model and keep the smallest cut measured at the goal, before falling back on the MAC
-    estimate; confirm_within: a figure within this fraction of the goal (either side) is timed again with
-    `confirm_rounds` more rounds and judged on all of them (0: never); tolerance: a figure up to this
-    fraction short of the goal counts as reached (0: none)."""
+    estimate; confirm_within: a figure within this fraction of the goal (either side), a round's or a measured
+    candidate's, is timed again with `confirm_rounds` more rounds and judged on all of them (0: never);
+    tolerance: a figure up to this fraction short of the goal counts as reached (0: none)."""
 
     latency_ms: float | None = None
     speedup: float | None = None
@@ -125,13 +128,22 @@ def _round(step: int, ratio: float, base: nn.Module, net: nn.Module, input_shape
     macs = analyze(net, input_shape).macs
     first = timed(cfg.rounds, step)
     out = describe(first)
-    if net is base or not cfg.confirm_within or abs(math.log(_remaining(out, cfg))) > math.log1p(cfg.confirm_within):
+    if net is base or not _near_goal(out, cfg):
         return out
-    more = timed(cfg.confirm_rounds, 10_000 + step)
-    pooled = InterleavedLatency(first.target, {k: tuple(v) + tuple(more.rounds_ms[k]) for k, v in
-                                               first.rounds_ms.items()}, first.method)
+    pooled = _pooled(first, timed(cfg.confirm_rounds, 10_000 + step))
     return describe(pooled) | {"confirmed": {"first_speedup": out["speedup"], "first_latency_ms": out["latency_ms"],
                                              "rounds": cfg.rounds + cfg.confirm_rounds}}
+
+
+def _pooled(first: InterleavedLatency, more: InterleavedLatency) -> InterleavedLatency:
+    """The rounds of `first` and `more` (a second interleaved run of some of the same models) together, for the
+    models `more` timed."""
+    return InterleavedLatency(first.target, {k: tuple(first.rounds_ms[k]) + tuple(v) for k, v in
+                                             more.rounds_ms.items()}, first.method)
+
+
+def _near_goal(desc: dict[str, Any], cfg: LatencyPruneConfig) -> bool:
+    return bool(cfg.confirm_within) and abs(math.log(_remaining(desc, cfg))) <= math.log1p(cfg.confirm_within)
 
 
 def _remaining(h: dict[str, Any], cfg: LatencyPruneConfig) -> float:
@@ -163,7 +175,9 @@ def _smallest_sufficient_step(net: nn.Module, macs0: int, input_shape: tuple[int
     """Prune `net` (`macs0` MACs; not in place) uniformly at `ratio` and `ratio`/2, globally at ratios from
     `ratio`/4 to 2·`ratio` (at most `max_step_ratio`) and, with `layer_steps`, one channel group out of each
     prunable layer alone. With `measure_candidates`, time them all beside the unpruned `base` and return the one
-    that removes the fewest MACs among those measured at the goal (`chosen_by: "measured"`); otherwise (or when
+    that removes the fewest MACs among those measured at the goal (`chosen_by: "measured"`; a candidate whose
+    first figure is within `confirm_within` of the goal is judged on `confirm_rounds` more rounds, pooled, and
+    keeps the first look in `confirmed`); otherwise (or when
     none measures there) the one that removes the fewest MACs while cutting them by at least `cut`, or if none
     does, the one that cuts most (`chosen_by: "macs"`). Returns it, its description and every candidate's (mode,
     ratio, MACs, `layer` for a single-layer one, measured speed-up and latency); None when no candidate removes
@@ -196,6 +210,17 @@ def _smallest_sufficient_step(net: nn.Module, macs0: int, input_shape: tuple[int
                                 seed=seed)
         for i, (_, desc, _) in enumerate(found):
             desc |= {"speedup": m.ratio("unpruned", str(i)), "latency_ms": m.median_ms(str(i))}
+        near = [i for i, f in enumerate(found) if _near_goal(f[1], cfg)]
+        if near:  # a short first look would make the round take a bigger cut than it needs: time these again
+            more = measure_interleaved({"unpruned": base, **{str(i): found[i][2] for i in near}}, cfg.target,
+                                       input_shape=input_shape, rounds=cfg.confirm_rounds, repeats=cfg.repeats,
+                                       threads=cfg.threads, seed=seed + 10_000)
+            pooled = _pooled(m, more)
+            for i in near:
+                desc = found[i][1]
+                desc |= {"confirmed": {"first_speedup": desc["speedup"], "first_latency_ms": desc["latency_ms"],
+                                       "rounds": cfg.rounds + cfg.confirm_rounds},
+                         "speedup": pooled.ratio("unpruned", str(i)), "latency_ms": pooled.median_ms(str(i))}
         at_goal = [f for f in found if _remaining(f[1], cfg) <= 1.0]
     enough = [f for f in found if macs0 / f[0] >= cut]
     if at_goal:
