@@ -199,7 +199,9 @@ def main() -> None:
     argv = sys.argv[1:]
     shown = [a for i, a in enumerate(argv) if a != "--data-dir" and (i == 0 or argv[i - 1] != "--data-dir")]
     command = "python benchmarks/nas_tabular.py " + " ".join(shown)  # the data directory is a machine path
-    doc = {"benchmark": "nas_tabular", "command": command.strip(), "table": table.source, "n_trials": args.n_trials,
+    source = str(table.source)  # as a path relative to the repository: results carry no machine paths
+    source = os.path.relpath(source, RESULTS.parents[1]) if os.path.isabs(source) else source
+    doc = {"benchmark": "nas_tabular", "command": command.strip(), "table": source, "n_trials": args.n_trials,
            "n_seeds": args.seeds, "methods": list(methods), "options": {m: VARIANTS[m][1] for m in methods},
            "quantiles": list(QUANTILES), "wall_s": time.perf_counter() - t0, "machine": machine_info(),
            "summary": summary(results, methods),

@@ -24,7 +24,7 @@ none measures there does the MAC estimate choose.
 Near the goal the measurement's own noise decides: this VM's per-round ratios of one pair spread about ±10%, so a
 network that is 2.05x faster measures 1.95x in one run and triggers a round that was not needed. A round whose
 measured figure lies within `confirm_within` of the goal is therefore timed again with `confirm_rounds` more
-interleaved rounds and judged on all of them (the median of the pooled per-round ratios); The same holds for the
+interleaved rounds and judged on all of them (the median of the pooled per-round ratios). The same holds for the
 candidates of a measured round: those whose first figure lies within `confirm_within` of the goal are timed
 together for `confirm_rounds` more rounds before the round chooses, so a busy spell that makes the smallest
 sufficient cut read short does not hand the round to a much bigger one. `tolerance` accepts a figure that far
