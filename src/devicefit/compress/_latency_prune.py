@@ -131,8 +131,7 @@ def _round(step: int, ratio: float, base: nn.Module, net: nn.Module, input_shape
     if net is base or not _near_goal(out, cfg):
         return out
     pooled = _pooled(first, timed(cfg.confirm_rounds, 10_000 + step))
-    return describe(pooled) | {"confirmed": {"first_speedup": out["speedup"], "first_latency_ms": out["latency_ms"],
-                                             "rounds": cfg.rounds + cfg.confirm_rounds}}
+    return describe(pooled) | {"confirmed": _first_look(out, cfg)}
 
 
 def _pooled(first: InterleavedLatency, more: InterleavedLatency) -> InterleavedLatency:
@@ -140,6 +139,12 @@ def _pooled(first: InterleavedLatency, more: InterleavedLatency) -> InterleavedL
     models `more` timed."""
     return InterleavedLatency(first.target, {k: tuple(first.rounds_ms[k]) + tuple(v) for k, v in
                                              more.rounds_ms.items()}, first.method)
+
+
+def _first_look(desc: dict[str, Any], cfg: LatencyPruneConfig) -> dict[str, Any]:
+    """What a confirmed figure keeps of its first measurement (`confirmed`), and how many rounds it was judged on."""
+    return {"first_speedup": desc["speedup"], "first_latency_ms": desc["latency_ms"],
+            "rounds": cfg.rounds + cfg.confirm_rounds}
 
 
 def _near_goal(desc: dict[str, Any], cfg: LatencyPruneConfig) -> bool:
@@ -218,9 +223,8 @@ def _smallest_sufficient_step(net: nn.Module, macs0: int, input_shape: tuple[int
             pooled = _pooled(m, more)
             for i in near:
                 desc = found[i][1]
-                desc |= {"confirmed": {"first_speedup": desc["speedup"], "first_latency_ms": desc["latency_ms"],
-                                       "rounds": cfg.rounds + cfg.confirm_rounds},
-                         "speedup": pooled.ratio("unpruned", str(i)), "latency_ms": pooled.median_ms(str(i))}
+                desc |= {"confirmed": _first_look(desc, cfg), "speedup": pooled.ratio("unpruned", str(i)),
+                         "latency_ms": pooled.median_ms(str(i))}
         at_goal = [f for f in found if _remaining(f[1], cfg) <= 1.0]
     enough = [f for f in found if macs0 / f[0] >= cut]
     if at_goal:
