@@ -96,6 +96,20 @@ def test_every_criterion_removes_the_silent_block_first(criterion: str) -> None:
     json.dumps(report)
 
 
+@pytest.mark.parametrize("criterion", C.BLOCK_CRITERIA.names())
+def test_scoring_leaves_the_model_as_it_was_even_when_a_forward_pass_fails(criterion: str) -> None:
+    net, batches, x = _resnet20(), _batches(), torch.randn(2, *SHAPE)
+    modules, before = [id(m) for m in net.modules()], net(x)
+    scores = C.block_scores(net, batches, criterion)
+    assert [id(m) for m in net.modules()] == modules and torch.equal(net(x), before)
+    if criterion == "loss":  # the in-place swap scores exactly what a bypassed copy would
+        for path in ("features.1", "features.8"):
+            assert scores[path] == pytest.approx(C.mean_loss(C.bypass_blocks(net, [path]), batches), rel=1e-6)
+    with pytest.raises(RuntimeError):  # wrong channel count: the forward pass fails mid-score
+        C.block_scores(net, [(torch.randn(2, 5, 32, 32), torch.zeros(2, dtype=torch.long))], criterion)
+    assert [id(m) for m in net.modules()] == modules and torch.equal(net(x), before)
+
+
 def test_too_many_blocks_and_bad_settings_are_clear_errors() -> None:
     with pytest.raises(UnsupportedOpError, match=r"4 removable residual block\(s\) with keep_per_stage"):
         C.DepthPruner(C.DepthPruneConfig(blocks=5)).fit(_resnet20(), SHAPE, batches=_batches(1))

@@ -72,6 +72,19 @@ def _summarize(m: dict[str, Any], out: Output) -> None:
     out.set_result(**m)
 
 
+def _blocks_arg(value: str) -> int | str:
+    """--drop-blocks: a count of blocks (>= 0) or "auto"."""
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of blocks (0 or more) or 'auto', got {value!r}")
+    return n
+
+
 @command("prune")
 class PruneCommand(_CompressCommand):
     method = "prune"
@@ -93,8 +106,10 @@ class PruneCommand(_CompressCommand):
         parser.add_argument("--tolerance", type=float,
                             help="latency-driven: accept a measured figure this fraction short of the goal "
                                  "(default 0; the timing itself spreads about ±10%% on a shared CPU)")
-        parser.add_argument("--drop-blocks", type=int,
-                            help="first remove this many residual blocks (depth pruning), then prune channels")
+        parser.add_argument("--drop-blocks", type=_blocks_arg, metavar="N|auto",
+                            help="first remove this many residual blocks (depth pruning), then prune channels; "
+                                 "auto (with --speedup or --latency-ms): try every count, each pruned to the goal "
+                                 "and fine-tuned one epoch on 10,000 images, and keep the best")
         parser.add_argument("--block-criterion", help="how blocks are chosen: loss (default) or branch_norm")
         parser.add_argument("--no-channels", dest="channel_pruning", action="store_false", default=None,
                             help="with --drop-blocks: remove blocks only, no channel pruning")
@@ -107,7 +122,8 @@ class PruneCommand(_CompressCommand):
                 ("finetune.epochs", args.epochs), ("distill", args.distill), ("latency_ms", args.latency_ms),
                 ("speedup", args.speedup), ("max_step_ratio", args.max_step_ratio),
                 ("goal_tolerance", args.tolerance), ("final_epochs", args.final_epochs),
-                ("depth.blocks", args.drop_blocks),
+                ("depth_search", True if args.drop_blocks == "auto" else None),
+                ("depth.blocks", None if args.drop_blocks == "auto" else args.drop_blocks),
                 ("depth.criterion", args.block_criterion), ("channel_pruning", args.channel_pruning)]
 
 

@@ -22,6 +22,7 @@ from ._depth import (
     DepthPruner,
     block_scores,
     bypass_blocks,
+    droppable_blocks,
     mean_loss,
     removable_blocks,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "calibration_input",
     "choose_bit_widths",
     "classifier_layers",
+    "droppable_blocks",
     "effective_weight_bits",
     "equalize_",
     "evaluate_onnx",

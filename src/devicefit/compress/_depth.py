@@ -12,7 +12,8 @@ None for an instance that cannot go (a block whose shortcut projects or strides 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from ._prune import PruneResult
 from ._registry import PRUNERS
 
 __all__ = ["BLOCK_CRITERIA", "BYPASSES", "DepthPruneConfig", "DepthPruner", "block_scores", "bypass_blocks",
-           "mean_loss", "removable_blocks"]
+           "droppable_blocks", "mean_loss", "removable_blocks"]
 
 Bypass = Callable[[nn.Module], "nn.Module | None"]
 BYPASSES: Registry[Bypass] = Registry("removable block type")
@@ -79,6 +80,21 @@ def bypass_blocks(model: nn.Module, paths: Sequence[str]) -> nn.Module:
     return net
 
 
+@contextmanager
+def _bypassed(model: nn.Module, path: str) -> Iterator[nn.Module]:
+    """`model` itself with the removable block at `path` swapped for its bypass while the context lasts; the
+    block is put back on exit, also on error (no copy of the network is made)."""
+    block = model.get_submodule(path)
+    replacement = _bypass(block)
+    if replacement is None:
+        raise ConfigError(f"{path!r} is not a removable residual block of {type(model).__name__}")
+    model.set_submodule(path, replacement)
+    try:
+        yield model
+    finally:
+        model.set_submodule(path, block)
+
+
 @torch.no_grad()
 def mean_loss(net: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """Mean cross-entropy of `net` (put in eval mode) over the labelled (x, y) batches."""
@@ -90,8 +106,10 @@ def mean_loss(net: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor
 @BLOCK_CRITERIA.register("loss")
 def _loss_increase(model: nn.Module, path: str, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """Mean cross-entropy on the labelled batches with the block bypassed (the lower, the less the block
-    matters; ranking by it ranks by the loss increase, the base loss being common to all blocks)."""
-    return mean_loss(bypass_blocks(model, [path]), batches)
+    matters; ranking by it ranks by the loss increase, the base loss being common to all blocks). The block is
+    swapped out in place and restored, so scoring costs no copy of the network."""
+    with _bypassed(model, path) as net:
+        return mean_loss(net, batches)
 
 
 @BLOCK_CRITERIA.register("branch_norm")
@@ -160,6 +178,14 @@ def _spared(paths: list[str]) -> set[str]:
     return spared
 
 
+def droppable_blocks(model: nn.Module, keep_per_stage: bool = True) -> list[str]:
+    """The removable blocks of `model` that `DepthPruner` may take: all of them, or with `keep_per_stage` all but
+    the last of each run of consecutive removable blocks."""
+    candidates = removable_blocks(model)
+    spared = _spared(candidates) if keep_per_stage else set()
+    return [p for p in candidates if p not in spared]
+
+
 @PRUNERS.register("block")
 class DepthPruner:
     """Estimator over a copy of the model: `fit(model, input_shape, batches=[(x, y), ...])` removes
@@ -173,9 +199,7 @@ class DepthPruner:
     def fit(self, model: nn.Module, input_shape: tuple[int, ...], *,
             batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> DepthPruner:
         cfg = self.config
-        candidates = removable_blocks(model)
-        spared = _spared(candidates) if cfg.keep_per_stage else set()
-        allowed = [p for p in candidates if p not in spared]
+        allowed = droppable_blocks(model, cfg.keep_per_stage)
         if len(allowed) < cfg.blocks:
             raise UnsupportedOpError(
                 f"{type(model).__name__} has {len(allowed)} removable residual block(s)"

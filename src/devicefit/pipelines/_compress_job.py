@@ -72,6 +72,11 @@ class CompressJobConfig:
         batch 1 a removed block saves its operators' fixed cost too: on the AVX-512 VM, ResNet-20 without 4 of its
         9 blocks measured 1.75-1.93x faster at 1.86x fewer MACs, where channel pruning needed 4-5x fewer MACs
         for 2x (README, depth pruning).
+    depth_search: with a latency goal, choose the number of blocks instead (`--drop-blocks auto`): every count
+        from 0 to the most that may go (`depth.blocks` > 0 caps it) is pruned to the goal without fine-tuning,
+        fine-tuned one epoch on `depth_search_images` training images and scored on the validation split; the
+        best plan at the goal is then pruned as above (`_depth_plans`; scored plans are kept in
+        `run_dir/depth_plans.json`, so a killed search resumes).
     final_epochs: for "prune", after the last pruning step or round, fine-tune this many more epochs with the
         `finetune` settings (and the teacher when `distill`): the short per-step recovery keeps the rounds cheap,
         the final run restores accuracy. Checkpointed in `run_dir/final_finetune/`, the pruned weights before it
@@ -98,6 +103,8 @@ class CompressJobConfig:
     goal_tolerance: float = 0.0
     depth: DepthPruneConfig = field(default_factory=lambda: DepthPruneConfig(blocks=0))
     channel_pruning: bool = True
+    depth_search: bool = False
+    depth_search_images: int = 10_000
     final_epochs: int = 0
     student: ModelConfig = field(default_factory=lambda: ModelConfig(name="", params={}))
     n_calibration: int = 256
@@ -122,6 +129,16 @@ class CompressJobConfig:
         if (self.depth.blocks or not self.channel_pruning) and self.method != "prune":
             raise ConfigError(f"depth.blocks / channel_pruning are pruning settings: they need method='prune' (got "
                               f"method={self.method!r})")
+        check_int("depth_search_images", self.depth_search_images, 1)
+        if not isinstance(self.depth_search, bool):
+            raise ConfigError(f"depth_search must be a bool, got {self.depth_search!r}")
+        if self.depth_search and (self.method != "prune" or (self.latency_ms is None and self.speedup is None)
+                                  or not self.channel_pruning or self.no_finetune):
+            raise ConfigError("depth_search (--drop-blocks auto) compares pruning plans at a latency goal after a "
+                              "short fine-tune: it needs method='prune', speedup or latency_ms, channel_pruning=true "
+                              f"and no_finetune=false (got method={self.method!r}, speedup={self.speedup}, "
+                              f"latency_ms={self.latency_ms}, channel_pruning={self.channel_pruning}, "
+                              f"no_finetune={self.no_finetune})")
         if not self.channel_pruning and not self.depth.blocks:
             raise ConfigError("channel_pruning=false leaves nothing to prune: set depth.blocks (--drop-blocks) to "
                               "remove residual blocks")
@@ -299,26 +316,46 @@ def _finetune_fn(ctx: _Ctx, teacher: nn.Module | None, epochs: int | None = None
     return finetune
 
 
-def _drop_blocks(ctx: _Ctx, shape: tuple[int, ...], finetune: Callable[[nn.Module], nn.Module] | None
-                 ) -> tuple[nn.Module, dict[str, Any] | None]:
-    """The source with `depth.blocks` residual blocks removed (scored on 512 labelled training images) and
-    fine-tuned once, and the removal's record; the source itself and None when no block is to go."""
+def _block_batches(ctx: _Ctx) -> list[tuple[Any, Any]]:
+    """512 labelled training images (class-stratified, fixed) in batches of 128: what blocks are scored on."""
     import torch
 
-    from devicefit import compress as C
     from devicefit import data as D
 
-    if not ctx.cfg.depth.blocks:
-        return ctx.src.model, None
     ds = D.calibration_split(ctx.train, min(512, len(ctx.train)), seed=0)
     x, y = D.to_float_tensor(ds, ds.x), torch.as_tensor(ds.y, dtype=torch.long)
-    batches = [(x[i:i + 128], y[i:i + 128]) for i in range(0, len(y), 128)]
-    pruner = C.DepthPruner(ctx.cfg.depth)
-    net = pruner.fit(ctx.src.model, shape, batches=batches).result_.model
-    ctx.log("depth pruning removed %s (%s)", ", ".join(pruner.removed_), ctx.cfg.depth.criterion)
+    return [(x[i:i + 128], y[i:i + 128]) for i in range(0, len(y), 128)]
+
+
+def _drop_blocks(ctx: _Ctx, shape: tuple[int, ...], finetune: Callable[[nn.Module], nn.Module] | None,
+                 depth: DepthPruneConfig) -> tuple[nn.Module, dict[str, Any] | None]:
+    """The source with `depth.blocks` residual blocks removed (scored on `_block_batches`) and fine-tuned once,
+    and the removal's record; the source itself and None when no block is to go."""
+    from devicefit import compress as C
+
+    if not depth.blocks:
+        return ctx.src.model, None
+    pruner = C.DepthPruner(depth)
+    net = pruner.fit(ctx.src.model, shape, batches=_block_batches(ctx)).result_.model
+    ctx.log("depth pruning removed %s (%s)", ", ".join(pruner.removed_), depth.criterion)
     if finetune is not None:
         net = finetune(net).eval()
     return net, pruner.report()
+
+
+def _search_depth(ctx: _Ctx, shape: tuple[int, ...], lcfg: LatencyPruneConfig, teacher: nn.Module | None
+                  ) -> dict[str, Any]:
+    """`_depth_plans.search_depth` on the source with the job's settings (its fine-tune split and teacher)."""
+    from devicefit import data as D
+
+    from ._depth_plans import search_depth
+
+    cfg = ctx.cfg
+    tr, val = D.split_train_val(ctx.train, ctx.src.data.val_fraction or 0.1, seed=cfg.finetune.seed)
+    return search_depth(ctx.src.model, shape, lcfg, cfg.depth, batches=_block_batches(ctx), train_ds=tr,
+                        val_ds=val, finetune=cfg.finetune, images=cfg.depth_search_images,
+                        state_path=ctx.run_dir / "depth_plans.json", teacher=teacher,
+                        augment=D.DATASETS.get(ctx.src.data.name).augment, log=ctx.log)
 
 
 _PRUNED, _PRUNED_DETAILS = "pruned.pt", "pruned.json"  # the pruned weights before the final fine-tune
@@ -352,12 +389,14 @@ def _prune(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
                                         round_floor=prune.round_floor or channel_floor(cfg.target))
             ctx.log("round_to=auto: channel counts in multiples of %d on %s%s", prune.round_to, cfg.target,
                     f" ({prune.round_floor} below that)" if prune.round_floor else "")
-        start, depth = _drop_blocks(ctx, shape, finetune)
-        if cfg.latency_ms is not None or cfg.speedup is not None:
-            lcfg = C.LatencyPruneConfig(latency_ms=cfg.latency_ms, speedup=cfg.speedup, target=cfg.target,
-                                        max_step_ratio=cfg.max_step_ratio, prune=prune,
-                                        rounds=cfg.latency_rounds, repeats=max(3, cfg.latency_repeats),
-                                        tolerance=cfg.goal_tolerance)
+        lcfg = C.LatencyPruneConfig(latency_ms=cfg.latency_ms, speedup=cfg.speedup, target=cfg.target,
+                                    max_step_ratio=cfg.max_step_ratio, prune=prune, rounds=cfg.latency_rounds,
+                                    repeats=max(3, cfg.latency_repeats), tolerance=cfg.goal_tolerance
+                                    ) if cfg.latency_ms is not None or cfg.speedup is not None else None
+        search = _search_depth(ctx, shape, lcfg, teacher) if cfg.depth_search and lcfg is not None else None
+        depth_cfg = cfg.depth if search is None else dataclasses.replace(cfg.depth, blocks=search["chosen"])
+        start, depth = _drop_blocks(ctx, shape, finetune, depth_cfg)
+        if lcfg is not None:
             if not cfg.channel_pruning:  # blocks only: round 0 times the depth-pruned network, nothing more
                 lcfg = dataclasses.replace(lcfg, max_steps=0)
             net, details = C.prune_to_latency(ctx.src.model, shape, lcfg, finetune=finetune, start=start)
@@ -369,6 +408,8 @@ def _prune(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
         details = {**details, "round_to": prune.round_to, "round_floor": prune.round_floor}
         if depth is not None:
             details = {**details, "blocks": depth}
+        if search is not None:
+            details = {**details, "depth_search": search}
         if cfg.final_epochs:
             T.save_weights(net, stash)
             atomic_write_json(stash_details, details)
