@@ -1,6 +1,7 @@
 """Render a finished `devicefit prune` run as a results record: its `compress.json` copied to
 benchmarks/results/<name>.json with machine paths made relative, and a Markdown page with the before/after
-table, the residual blocks removed (depth pruning) and every latency-driven round.
+table, the depth plans scored by `--drop-blocks auto`, the residual blocks removed (depth pruning) and every
+latency-driven round.
 
     python benchmarks/prune_report.py benchmarks/runs/prune-r20-depth4 --name prune-r20-depth4 \\
         --title "ResNet-20: 4 residual blocks removed, then channels, to 2x (AVX-512 VM)" \\
@@ -70,6 +71,19 @@ def markdown(record: dict[str, Any], *, name: str, title: str, command: str) -> 
              f"{m['after_latency_ms']:.3f} ms |",
              f"| paired speed-up | | **{m['speedup']:.2f}×**"
              + (f" (goal {d['goal_speedup']:g}×)" if d.get("goal_speedup") else "") + " |", ""]
+    search = d.get("depth_search")
+    if search:
+        lines += [f"How many blocks to drop was chosen by `--drop-blocks auto`: {search['method']}. Chosen: "
+                  f"**{search['chosen']} block(s)**.", "",
+                  "| blocks | removed | channel rounds | MACs | paired speed-up | goal | val. accuracy after 1 epoch "
+                  "| val. loss | seconds |", "|---:|---|---:|---:|---:|---|---:|---:|---:|"]
+        for p in search["plans"]:
+            mark = "**" if p["blocks"] == search["chosen"] else ""
+            lines.append(f"| {mark}{p['blocks']}{mark} | {', '.join(f'`{r}`' for r in p['removed']) or '–'} | "
+                         f"{p['channel_rounds']} | {p['macs'] / 1e6:.1f} M | {p['speedup']:.2f}× | "
+                         f"{'reached' if p['reached'] else 'short'} | {mark}{pct(p['val_accuracy'])}{mark} | "
+                         f"{p['val_loss']:.3f} | {p['seconds']:.0f} |")
+        lines.append("")
     blocks = d.get("blocks")
     if blocks:
         lines += [f"Residual blocks removed first (criterion `{blocks['criterion']}`, scored on 512 training "
