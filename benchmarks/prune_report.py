@@ -81,8 +81,9 @@ def markdown(record: dict[str, Any], *, name: str, title: str, command: str) -> 
             mark = "**" if p["blocks"] == search["chosen"] else ""
             lines.append(f"| {mark}{p['blocks']}{mark} | {', '.join(f'`{r}`' for r in p['removed']) or '–'} | "
                          f"{p['channel_rounds']} | {p['macs'] / 1e6:.1f} M | {p['speedup']:.2f}× | "
-                         f"{'reached' if p['reached'] else 'short'} | {mark}{pct(p['val_accuracy'])}{mark} | "
-                         f"{p['val_loss']:.3f} | {p['seconds']:.0f} |")
+                         f"{'reached' if p['reached'] else 'short'} | "
+                         + (f"{mark}{pct(p['val_accuracy'])}{mark} | {p['val_loss']:.3f}"
+                            if p["val_accuracy"] is not None else "– | –") + f" | {p['seconds']:.0f} |")
         lines.append("")
     blocks = d.get("blocks")
     if blocks:

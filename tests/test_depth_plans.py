@@ -53,6 +53,11 @@ def test_best_plan_is_the_most_accurate_at_the_goal_else_the_fastest() -> None:
     assert best_plan([_plan(0, 0.9, 1.5, False), _plan(1, 0.5, 1.7, False)])["blocks"] == 1
     with pytest.raises(ValueError, match="no depth plan"):
         best_plan([])
+    by_macs = [_plan(0, 0.9, 2.0) | {"macs": 10}, _plan(1, 0.1, 2.0) | {"macs": 30},
+               _plan(2, 0.5, 1.5, reached=False) | {"macs": 90}]
+    assert best_plan(by_macs, "macs")["blocks"] == 1 and best_plan(by_macs)["blocks"] == 0
+    with pytest.raises(ConfigError, match=r"unknown depth plan judge 'loss'.*finetune, macs"):
+        best_plan(plans, "loss")
 
 
 def _toy(split: str, n: int, seed: int) -> ArrayDataset:
@@ -61,14 +66,14 @@ def _toy(split: str, n: int, seed: int) -> ArrayDataset:
                         tuple("abcdefghij"), "generated", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 
-def _search(model: nn.Module, state: Path, *, images: int = 64) -> dict[str, Any]:
+def _search(model: nn.Module, state: Path, *, images: int = 64, judge: str = "finetune") -> dict[str, Any]:
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(16, *SHAPE, generator=g), torch.randint(0, 10, (16,), generator=g))]
     tune = dataclasses.replace(default_finetune(), batch_size=32, threads=1, warmup_epochs=0.0)
     return search_depth(model, SHAPE, C.LatencyPruneConfig(speedup=1.3, rounds=1, repeats=3, layer_steps=False),
                         C.DepthPruneConfig(blocks=2, criterion="branch_norm"), batches=batches,
                         train_ds=_toy("train", 96, 0), val_ds=_toy("val", 32, 1), finetune=tune, images=images,
-                        state_path=state)
+                        state_path=state, judge=judge)
 
 
 def test_every_count_is_pruned_to_the_goal_scored_and_the_best_chosen(monkeypatch: pytest.MonkeyPatch,
@@ -116,6 +121,24 @@ def test_a_killed_search_resumes_with_the_next_plan_and_other_settings_start_ove
     assert calls[0] == 7 and json.loads(state.read_text())["key"]["images"] == 48
 
 
+def test_the_macs_judge_trains_nothing_and_keeps_the_biggest_plan_at_the_goal(monkeypatch: pytest.MonkeyPatch,
+                                                                             tmp_path: Path) -> None:
+    from devicefit import train as T
+
+    monkeypatch.setattr(_latency_prune, "measure_interleaved", _FixedCostMachine())
+
+    def no_training(*a: Any, **kw: Any) -> Any:
+        raise AssertionError("the macs judge must not train")
+
+    monkeypatch.setattr(T, "fit", no_training)
+    torch.manual_seed(0)
+    out = _search(build(default_spec("resnet20", width_mult=0.5)).eval(), tmp_path / "plans.json", judge="macs")
+    plans = out["plans"]
+    assert [p["blocks"] for p in plans] == [0, 1, 2] and all(p["val_accuracy"] is None for p in plans)
+    assert out["chosen"] == max((p for p in plans if p["reached"]), key=lambda p: p["macs"])["blocks"]
+    assert out["judge"] == "macs" and "most MACs" in out["method"]
+
+
 def test_depth_search_settings_that_cannot_apply_are_refused() -> None:
     base = {"source": "x", "run_dir": "y", "method": "prune", "depth_search": True}
     with pytest.raises(ConfigError, match="needs method='prune', speedup or latency_ms"):
@@ -124,6 +147,8 @@ def test_depth_search_settings_that_cannot_apply_are_refused() -> None:
         CompressJobConfig(**base, speedup=2.0, no_finetune=True)
     with pytest.raises(ConfigError, match="depth_search_images"):
         CompressJobConfig(**base, speedup=2.0, depth_search_images=0)
+    with pytest.raises(ConfigError, match="unknown depth plan judge 'loss'"):
+        CompressJobConfig(**base, speedup=2.0, depth_search_judge="loss")
     with pytest.raises(ConfigError, match="depth_search must be a bool"):
         CompressJobConfig(**{**base, "depth_search": "yes"}, speedup=2.0)
 

@@ -76,7 +76,8 @@ class CompressJobConfig:
         from 0 to the most that may go (`depth.blocks` > 0 caps it) is pruned to the goal without fine-tuning,
         fine-tuned one epoch on `depth_search_images` training images and scored on the validation split; the
         best plan at the goal is then pruned as above (`_depth_plans`; scored plans are kept in
-        `run_dir/depth_plans.json`, so a killed search resumes).
+        `run_dir/depth_plans.json`, so a killed search resumes). depth_search_judge: a name in `PLAN_JUDGES`
+        ("macs": no fine-tune, the plan keeping the most MACs at the goal).
     final_epochs: for "prune", after the last pruning step or round, fine-tune this many more epochs with the
         `finetune` settings (and the teacher when `distill`): the short per-step recovery keeps the rounds cheap,
         the final run restores accuracy. Checkpointed in `run_dir/final_finetune/`, the pruned weights before it
@@ -105,6 +106,7 @@ class CompressJobConfig:
     channel_pruning: bool = True
     depth_search: bool = False
     depth_search_images: int = 10_000
+    depth_search_judge: str = "finetune"
     final_epochs: int = 0
     student: ModelConfig = field(default_factory=lambda: ModelConfig(name="", params={}))
     n_calibration: int = 256
@@ -130,6 +132,9 @@ class CompressJobConfig:
             raise ConfigError(f"depth.blocks / channel_pruning are pruning settings: they need method='prune' (got "
                               f"method={self.method!r})")
         check_int("depth_search_images", self.depth_search_images, 1)
+        from ._depth_plans import PLAN_JUDGES
+
+        PLAN_JUDGES.get(self.depth_search_judge)
         if not isinstance(self.depth_search, bool):
             raise ConfigError(f"depth_search must be a bool, got {self.depth_search!r}")
         if self.depth_search and (self.method != "prune" or (self.latency_ms is None and self.speedup is None)
@@ -355,7 +360,8 @@ def _search_depth(ctx: _Ctx, shape: tuple[int, ...], lcfg: LatencyPruneConfig, t
     return search_depth(ctx.src.model, shape, lcfg, cfg.depth, batches=_block_batches(ctx), train_ds=tr,
                         val_ds=val, finetune=cfg.finetune, images=cfg.depth_search_images,
                         state_path=ctx.run_dir / "depth_plans.json", teacher=teacher,
-                        augment=D.DATASETS.get(ctx.src.data.name).augment, log=ctx.log)
+                        augment=D.DATASETS.get(ctx.src.data.name).augment, judge=cfg.depth_search_judge,
+                        log=ctx.log)
 
 
 _PRUNED, _PRUNED_DETAILS = "pruned.pt", "pruned.json"  # the pruned weights before the final fine-tune
