@@ -110,9 +110,12 @@ def main() -> None:
 
 
 def depth_epochs(pruned: dict[str, Any]) -> int:
-    """Epochs of the one fine-tune after residual blocks were removed (`depth.blocks`), 0 without it."""
+    """Epochs of the one fine-tune after residual blocks were removed, 0 without it. The blocks are counted
+    from the run's record, which also holds them when `--drop-blocks auto` chose the count (the config's
+    `depth.blocks` then stays 0)."""
     cfg = pruned["config"]
-    blocks = (cfg.get("depth") or {}).get("blocks", 0)
+    removed = ((pruned["metrics"]["details"].get("blocks") or {}).get("removed"))
+    blocks = len(removed) if removed is not None else (cfg.get("depth") or {}).get("blocks", 0)
     return int(cfg["finetune"]["epochs"]) if blocks and not cfg.get("no_finetune") else 0
 
 

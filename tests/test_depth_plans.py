@@ -49,13 +49,14 @@ def _plan(blocks: int, acc: float, speedup: float, reached: bool = True) -> dict
 
 def test_best_plan_is_the_most_accurate_at_the_goal_else_the_fastest() -> None:
     plans = [_plan(0, 0.70, 2.0), _plan(1, 0.75, 2.1), _plan(2, 0.80, 1.8, reached=False), _plan(3, 0.75, 2.3)]
-    assert best_plan(plans)["blocks"] == 3  # 2 is more accurate but short of the goal; 1 and 3 tie: faster wins
+    # 2 is more accurate but short of the goal; 1 and 3 tie: the faster wins
+    assert best_plan(plans, "finetune")["blocks"] == 3
     assert best_plan([_plan(0, 0.9, 1.5, False), _plan(1, 0.5, 1.7, False)])["blocks"] == 1
     with pytest.raises(ValueError, match="no depth plan"):
         best_plan([])
     by_macs = [_plan(0, 0.9, 2.0) | {"macs": 10}, _plan(1, 0.1, 2.0) | {"macs": 30},
                _plan(2, 0.5, 1.5, reached=False) | {"macs": 90}]
-    assert best_plan(by_macs, "macs")["blocks"] == 1 and best_plan(by_macs)["blocks"] == 0
+    assert best_plan(by_macs)["blocks"] == 1 and best_plan(by_macs, "finetune")["blocks"] == 0  # macs: default
     with pytest.raises(ConfigError, match=r"unknown depth plan judge 'loss'.*finetune, macs"):
         best_plan(plans, "loss")
 
@@ -90,7 +91,7 @@ def test_every_count_is_pruned_to_the_goal_scored_and_the_best_chosen(monkeypatc
     assert all(0.0 <= p["val_accuracy"] <= 1.0 and p["val_loss"] > 0 for p in plans)
     # plans with fewer blocks need more channel cuts for the same goal
     assert plans[0]["channel_rounds"] >= 1 and plans[0]["macs"] < plans[2]["macs"]
-    assert out["chosen"] == best_plan(plans)["blocks"]
+    assert out["chosen"] == best_plan(plans, "finetune")["blocks"]
     assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())  # the model is untouched
     assert json.loads((tmp_path / "plans.json").read_text())["plans"] == plans
     json.dumps(out)
@@ -170,6 +171,7 @@ def test_prune_command_with_drop_blocks_auto_prunes_the_chosen_plan(
     search = m["details"]["depth_search"]
     assert [p["blocks"] for p in search["plans"]] == [0, 1]
     chosen = search["chosen"]
+    assert search["judge"] == "macs" and all(p["val_accuracy"] is None for p in search["plans"])  # the default
     assert chosen == best_plan(search["plans"])["blocks"]
     # the job drops the chosen plan's blocks (the same greedy order) and then prunes channels to the goal
     assert m["details"].get("blocks", {"removed": []})["removed"] == search["order"][:chosen]

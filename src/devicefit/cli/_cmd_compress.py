@@ -108,8 +108,9 @@ class PruneCommand(_CompressCommand):
                                  "(default 0; the timing itself spreads about ±10%% on a shared CPU)")
         parser.add_argument("--drop-blocks", type=_blocks_arg, metavar="N|auto",
                             help="first remove this many residual blocks (depth pruning), then prune channels; "
-                                 "auto (with --speedup or --latency-ms): try every count, each pruned to the goal "
-                                 "and fine-tuned one epoch on 10,000 images, and keep the best")
+                                 "auto (with --speedup or --latency-ms): try every count, each pruned to the goal, "
+                                 "and keep the one with the most MACs left (--set depth_search_judge=finetune: "
+                                 "the best validation accuracy after one epoch on 10,000 images)")
         parser.add_argument("--block-criterion", help="how blocks are chosen: loss (default) or branch_norm")
         parser.add_argument("--no-channels", dest="channel_pruning", action="store_false", default=None,
                             help="with --drop-blocks: remove blocks only, no channel pruning")

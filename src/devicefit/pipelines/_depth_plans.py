@@ -9,8 +9,11 @@ rounds. The plan is then fine-tuned for one epoch on `images` training images (t
 and scored on the validation split. This is NetAdapt's short-term fine-tune as the judge, applied to the choice
 between depth and width. The plan with the best validation accuracy among those that reached the goal wins; the
 caller then prunes it again with its usual rounds and fine-tuning. Judges are registered in `PLAN_JUDGES`:
-"finetune" is the one above; "macs" trains nothing and takes the plan that keeps the most MACs at the goal,
-i.e. the most capacity for the long fine-tune that follows.
+"finetune" is the one above; "macs" (the default) trains nothing and takes the plan that keeps the most MACs
+at the goal, i.e. the most capacity for the long fine-tune that follows and the least cut past the goal.
+Measured on ResNet-20 at 2x (README), the four plans trained to the end (11 epochs) ranked exactly as their
+MACs. The one-epoch accuracies ranked them almost in reverse (Spearman -0.6): a short fine-tune rewards the
+plans that stay closest to the source function, not the ones that recover best.
 
 Each plan's record is written to `state_path` as soon as it is scored, so a killed search resumes with the next
 plan. A record made with other settings (goal, target, images, removal order, fine-tune settings) is set aside
@@ -53,7 +56,7 @@ PLAN_JUDGES.add("finetune", PlanJudge(lambda p: p["val_accuracy"], True,
 PLAN_JUDGES.add("macs", PlanJudge(lambda p: p["macs"], False, "most MACs kept at the goal (no training)"))
 
 
-def best_plan(plans: Sequence[dict[str, Any]], judge: str = "finetune") -> dict[str, Any]:
+def best_plan(plans: Sequence[dict[str, Any]], judge: str = "macs") -> dict[str, Any]:
     """The plan to prune: the highest score of the registered `judge` among those that `reached` the goal (on a
     tie, the larger measured speed-up); when none reached it, the one with the largest speed-up. An empty list →
     ValueError; an unknown judge → ConfigError naming the known ones."""
@@ -69,7 +72,7 @@ def best_plan(plans: Sequence[dict[str, Any]], judge: str = "finetune") -> dict[
 def search_depth(model: nn.Module, input_shape: tuple[int, ...], lcfg: C.LatencyPruneConfig,
                  depth: C.DepthPruneConfig, *, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
                  train_ds: Any, val_ds: Any, finetune: Any, images: int, state_path: Path,
-                 teacher: nn.Module | None = None, augment: str = "none", judge: str = "finetune",
+                 teacher: nn.Module | None = None, augment: str = "none", judge: str = "macs",
                  log: Callable[..., None] = lambda *a: None) -> dict[str, Any]:
     """Score every depth plan of `model` at the goal of `lcfg` (see the module docstring); `model` is untouched.
 
