@@ -144,8 +144,9 @@ def test_depth_search_settings_that_cannot_apply_are_refused() -> None:
     base = {"source": "x", "run_dir": "y", "method": "prune", "depth_search": True}
     with pytest.raises(ConfigError, match="needs method='prune', speedup or latency_ms"):
         CompressJobConfig(**base)
-    with pytest.raises(ConfigError, match="no_finetune=True"):
-        CompressJobConfig(**base, speedup=2.0, no_finetune=True)
+    with pytest.raises(ConfigError, match="'finetune' fine-tunes every plan: it needs no_finetune=false"):
+        CompressJobConfig(**base, speedup=2.0, no_finetune=True, depth_search_judge="finetune")
+    assert CompressJobConfig(**base, speedup=2.0, no_finetune=True).depth_search_judge == "macs"  # trains nothing
     with pytest.raises(ConfigError, match="depth_search_images"):
         CompressJobConfig(**base, speedup=2.0, depth_search_images=0)
     with pytest.raises(ConfigError, match="unknown depth plan judge 'loss'"):

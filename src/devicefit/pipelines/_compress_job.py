@@ -136,16 +136,18 @@ class CompressJobConfig:
         check_int("depth_search_images", self.depth_search_images, 1)
         from ._depth_plans import PLAN_JUDGES
 
-        PLAN_JUDGES.get(self.depth_search_judge)
+        judge = PLAN_JUDGES.get(self.depth_search_judge)
         if not isinstance(self.depth_search, bool):
             raise ConfigError(f"depth_search must be a bool, got {self.depth_search!r}")
         if self.depth_search and (self.method != "prune" or (self.latency_ms is None and self.speedup is None)
-                                  or not self.channel_pruning or self.no_finetune):
-            raise ConfigError("depth_search (--drop-blocks auto) compares pruning plans at a latency goal after a "
-                              "short fine-tune: it needs method='prune', speedup or latency_ms, channel_pruning=true "
-                              f"and no_finetune=false (got method={self.method!r}, speedup={self.speedup}, "
-                              f"latency_ms={self.latency_ms}, channel_pruning={self.channel_pruning}, "
-                              f"no_finetune={self.no_finetune})")
+                                  or not self.channel_pruning):
+            raise ConfigError("depth_search (--drop-blocks auto) compares pruning plans at a latency goal: it needs "
+                              "method='prune', speedup or latency_ms, and channel_pruning=true (got "
+                              f"method={self.method!r}, speedup={self.speedup}, latency_ms={self.latency_ms}, "
+                              f"channel_pruning={self.channel_pruning})")
+        if self.depth_search and judge.trains and self.no_finetune:
+            raise ConfigError(f"depth_search_judge={self.depth_search_judge!r} fine-tunes every plan: it needs "
+                              "no_finetune=false (or depth_search_judge='macs', which trains nothing)")
         if not self.channel_pruning and not self.depth.blocks:
             raise ConfigError("channel_pruning=false leaves nothing to prune: set depth.blocks (--drop-blocks) to "
                               "remove residual blocks")
