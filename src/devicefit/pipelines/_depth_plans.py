@@ -95,10 +95,11 @@ def search_depth(model: nn.Module, input_shape: tuple[int, ...], lcfg: C.Latency
                                                                        batches=batches).removed_ if most else []
     n_images = min(images, len(train_ds))
     tune = dataclasses.replace(finetune, epochs=1)
-    key = {"order": order, "goal": lcfg.goal, "target": lcfg.target, "tolerance": lcfg.tolerance,
-           "images": n_images, "criterion": depth.criterion,
-           "finetune": {k: v for k, v in dataclasses.asdict(tune).items() if k != "threads"},
-           "teacher": teacher is not None, "judge": judge}
+    key: dict[str, Any] = {"order": order, "goal": lcfg.goal, "target": lcfg.target, "tolerance": lcfg.tolerance,
+                           "criterion": depth.criterion, "judge": judge}
+    if rank.trains:  # what the one-epoch scores depend on
+        key |= {"images": n_images, "teacher": teacher is not None,
+                "finetune": {k: v for k, v in dataclasses.asdict(tune).items() if k != "threads"}}
     plans: list[dict[str, Any]] = []
     if state_path.exists():
         stored = read_json(state_path)
@@ -107,15 +108,15 @@ def search_depth(model: nn.Module, input_shape: tuple[int, ...], lcfg: C.Latency
             log("depth search: resuming with %d of %d plans scored earlier (%s)", len(plans), most + 1, state_path)
         else:
             log("depth search: %s was made with other settings; starting over", state_path)
-    sub = D.calibration_split(train_ds, n_images, seed=0)
+    sub = D.calibration_split(train_ds, n_images, seed=0) if rank.trains else None
     for k in range(len(plans), most + 1):
         t0 = time.perf_counter()
         start = C.bypass_blocks(model, order[:k]) if k else None
         net, record = C.prune_to_latency(model, input_shape, lcfg, start=start)
-        net = copy.deepcopy(net)  # with nothing pruned it is `model` itself, which must stay untouched
         last = record["history"][-1]
         score: dict[str, Any] = {"accuracy": None, "loss": None}
-        if rank.trains:
+        if sub is not None:  # the judge trains
+            net = copy.deepcopy(net)  # with nothing pruned it is `model` itself, which must stay untouched
             T.fit(net, sub, tune, teacher=teacher, augment_default=augment, progress=False)
             score = T.evaluate(net, val_ds)
         plans.append({"blocks": k, "removed": order[:k], "reached": record["reached"],
