@@ -63,20 +63,26 @@ def removable_blocks(model: nn.Module) -> list[str]:
     return found
 
 
+def _bypass_at(net: nn.Module, path: str, owner: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(the block at `path` of `net`, its bypass). A path that is not a removable block → ConfigError naming it
+    and the removable blocks of `owner` (the model the caller was given)."""
+    try:
+        block = net.get_submodule(path)
+    except AttributeError:
+        block = None
+    replacement = _bypass(block) if block is not None else None
+    if block is None or replacement is None:
+        raise ConfigError(f"{path!r} is not a removable residual block of {type(owner).__name__}; removable: "
+                          f"{', '.join(removable_blocks(owner)) or '(none)'}")
+    return block, replacement
+
+
 def bypass_blocks(model: nn.Module, paths: Sequence[str]) -> nn.Module:
     """A copy of `model` with the blocks at `paths` replaced by their bypass (`model` is untouched). A path that
     is not a removable block → ConfigError naming it and the removable ones."""
     net = copy.deepcopy(model)
     for path in paths:
-        try:
-            block = net.get_submodule(path)
-        except AttributeError:
-            block = None
-        replacement = _bypass(block) if block is not None else None
-        if replacement is None:
-            raise ConfigError(f"{path!r} is not a removable residual block of {type(model).__name__}; removable: "
-                              f"{', '.join(removable_blocks(model)) or '(none)'}")
-        net.set_submodule(path, replacement)
+        net.set_submodule(path, _bypass_at(net, path, model)[1])
     return net
 
 
@@ -84,10 +90,7 @@ def bypass_blocks(model: nn.Module, paths: Sequence[str]) -> nn.Module:
 def _bypassed(model: nn.Module, path: str) -> Iterator[nn.Module]:
     """`model` itself with the removable block at `path` swapped for its bypass while the context lasts; the
     block is put back on exit, also on error (no copy of the network is made)."""
-    block = model.get_submodule(path)
-    replacement = _bypass(block)
-    if replacement is None:
-        raise ConfigError(f"{path!r} is not a removable residual block of {type(model).__name__}")
+    block, replacement = _bypass_at(model, path, model)
     model.set_submodule(path, replacement)
     try:
         yield model
@@ -134,7 +137,7 @@ def _branch_norm(model: nn.Module, path: str, batches: Sequence[tuple[torch.Tens
             model(x)
     finally:
         handle.remove()
-    return (moved[0] / max(size[0], 1e-12)) ** 0.5
+    return float((moved[0] / max(size[0], 1e-12)) ** 0.5)
 
 
 def block_scores(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
