@@ -599,6 +599,11 @@ def pm(s: dict[str, float], scale: float = 1.0, fmt: str = ".1f") -> str:
     return f"{scale * s['mean']:{fmt}} ± {scale * s['std']:{fmt}}"
 
 
+def plot_link(image: Path, md_dir: Path) -> str:
+    """A Markdown line showing `image` from a file in `md_dir` (so every plot is reachable from its table)."""
+    return f"\n![accuracy against latency]({Path(os.path.relpath(image.resolve(), md_dir.resolve())).as_posix()})\n"
+
+
 def markdown(doc: dict[str, Any]) -> str:
     s, b = doc["settings"], doc["budget"]
     lines = [f"# HSCoNAS on CIFAR-10 (`{doc['space']}`, host-ort {s['precision']} latency budget "
@@ -855,9 +860,11 @@ def main() -> None:
            "wall_s": time.perf_counter() - t0, "machine": machine_info()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out.with_suffix(".json"), doc)
-    atomic_write_text(args.out.with_suffix(".md"), markdown(doc))
-    plot(doc, docs, ROOT.parent / "docs" / "images" / f"{args.out.name.replace('_', '-')}.png")
-    print(markdown(doc), flush=True)
+    image = ROOT.parent / "docs" / "images" / f"{args.out.name.replace('_', '-')}.png"
+    plot(doc, docs, image)
+    text = markdown(doc) + plot_link(image, args.out.parent)
+    atomic_write_text(args.out.with_suffix(".md"), text)
+    print(text, flush=True)
 
 
 if __name__ == "__main__":

@@ -587,9 +587,11 @@ def main() -> None:
     out = RESULTS / args.name
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out.with_suffix(".json"), doc)
-    atomic_write_text(out.with_suffix(".md"), markdown(doc))
-    plot(doc, IMAGES / (args.name.replace("_", "-") + ".png"))
-    print(markdown(doc))
+    image = IMAGES / (args.name.replace("_", "-") + ".png")
+    plot(doc, image)
+    text = markdown(doc) + f"\n![accuracy against measured latency](../../docs/images/{image.name})\n"
+    atomic_write_text(out.with_suffix(".md"), text)
+    print(text)
 
 
 if __name__ == "__main__":
