@@ -28,7 +28,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devicefit.core import atomic_write_json, atomic_write_text, from_dict, machine_info, read_json, sha256_file
+from devicefit.core import (
+    atomic_write_json,
+    atomic_write_text,
+    from_dict,
+    machine_info,
+    read_json,
+    sha256_file,
+    to_dict,
+)
 from devicefit.pipelines._compress_job import CompressJobConfig, run_compress_job
 from devicefit.pipelines._train_job import DataConfig
 from devicefit.train import TrainConfig
@@ -67,15 +75,25 @@ def main() -> None:
     if args.threads:
         overrides["threads"] = args.threads
     ft = from_dict(TrainConfig, {**pcfg["finetune"], **overrides})
+    final_lr, final_epochs = pcfg.get("final_lr"), int(pcfg.get("final_epochs", 0))
+    # the pruned network's schedule: rounds at finetune.lr, then (with final_lr) the final epochs at their own rate
+    phases = [(epochs, ft.lr)] if final_lr is None else [(epochs - final_epochs, ft.lr), (final_epochs, final_lr)]
+    if any(n < 1 for n, _ in phases):
+        raise SystemExit(f"--epochs {epochs} leaves no epoch before the {final_epochs} final ones")
     run_dir = ROOT / "runs" / args.name
-    cfg = CompressJobConfig(source=str(args.source), method="finetune", run_dir=str(run_dir), finetune=ft,
-                            distill=bool(pcfg.get("distill")), latency_rounds=int(pcfg.get("latency_rounds", 5)),
-                            latency_repeats=int(pcfg.get("latency_repeats", 30)),
-                            data=from_dict(DataConfig, {**pcfg["data"], "data_dir": args.data_dir or None}))
-    print(f"[{time.strftime('%H:%M:%S')}] control: {args.source.name} fine-tuned {epochs} epochs, lr {ft.lr}",
-          flush=True)
-    t0 = time.perf_counter()
-    m = run_compress_job(cfg)
+    t0, source, first = time.perf_counter(), args.source, None
+    for i, (n, lr) in enumerate(phases):
+        cfg = CompressJobConfig(source=str(source), method="finetune", run_dir=str(
+                                    run_dir if i == len(phases) - 1 else run_dir.with_name(f"{args.name}-rounds")),
+                                finetune=from_dict(TrainConfig, {**to_dict(ft), "epochs": n, "lr": lr}),
+                                distill=bool(pcfg.get("distill")), latency_rounds=int(pcfg.get("latency_rounds", 5)),
+                                latency_repeats=int(pcfg.get("latency_repeats", 30)),
+                                data=from_dict(DataConfig, {**pcfg["data"], "data_dir": args.data_dir or None}))
+        print(f"[{time.strftime('%H:%M:%S')}] control: {source.name} fine-tuned {n} epochs, lr {lr}", flush=True)
+        m = run_compress_job(cfg)
+        first, source = first or m, Path(cfg.run_dir)
+    assert first is not None
+    m = {**m, "before": first["before"]}  # the source's figures, not the previous phase's
     wall_s = time.perf_counter() - t0
     while not record.exists():  # --epochs: the pruning job may still be running
         print(f"[{time.strftime('%H:%M:%S')}] control trained; waiting for {record}", flush=True)
@@ -92,6 +110,7 @@ def main() -> None:
     doc = {"benchmark": args.name, "source": args.source.name, "prune_result": linked,
            "epochs": epochs, "rounds": rounds, "round_epochs": int(pruned["config"]["finetune"]["epochs"]),
            "final_epochs": int(pruned["config"].get("final_epochs", 0)), "finetune": pcfg["finetune"] | overrides,
+           "final_lr": pruned["config"].get("final_lr"),
            "depth_epochs": depth_epochs(pruned), "blocks_removed": pm["details"].get("blocks", {}).get("removed", []),
            "source_accuracy": m["before"]["accuracy"], "control_accuracy": m["after"]["accuracy"],
            "pruned_source_accuracy": pm["before"]["accuracy"], "pruned_accuracy": pm["after"]["accuracy"],
@@ -136,7 +155,9 @@ def markdown(d: dict[str, Any]) -> str:
                 if d.get("depth_epochs") else "")
              + f"{d['rounds']} pruning rounds × {d['round_epochs']} + {d['final_epochs']} final) with the pruning "
              "run's recipe "
-             f"(SGD lr {d['finetune']['lr']}, {d['finetune']['schedule']}, batch {d['finetune']['batch_size']}, "
+             f"(SGD lr {d['finetune']['lr']}"
+             + (f", the final {d['final_epochs']} epochs restarted at lr {d['final_lr']}" if d.get("final_lr") else "")
+             + f", {d['finetune']['schedule']}, batch {d['finetune']['batch_size']}, "
              f"{d['finetune']['threads']} threads; {d['wall_s'] / 60:.0f} min), method `finetune` of the compress job. "
              "Pruned: "
              f"[`{d['prune_result']}`]({d['prune_result']}). Accuracy by ONNX Runtime on {d['test_source']}.", "",

@@ -114,10 +114,13 @@ def test_final_finetune_is_recorded_checkpointed_and_resumes_without_pruning_aga
                                                                                    tmp_path: Path) -> None:
     ft = TrainConfig(epochs=1, lr=0.01, warmup_epochs=0.0, batch_size=128, threads=1)
     cfg = CompressJobConfig(source=str(source), method="prune", run_dir=str(tmp_path / "f"), finetune=ft,
-                            final_epochs=1, latency_repeats=5, latency_rounds=1)
+                            final_epochs=1, final_lr=0.02, latency_repeats=5, latency_rounds=1)
     m = run_compress_job(cfg)
     out = tmp_path / "f"
-    assert m["details"]["final_finetune"]["epochs"] == 1
+    assert m["details"]["final_finetune"]["epochs"] == 1 and m["details"]["final_finetune"]["lr"] == 0.02
+    # the final fine-tune ran at final_lr, the per-step fine-tune at finetune.lr
+    assert "final fine-tune: 1 epochs, lr 0.02" in (out / "log.txt").read_text()
+    assert json.loads((out / "final_finetune" / "train.json").read_text())["config"]["lr"] == 0.02
     assert (out / "final_finetune" / "checkpoint.pt").exists() and (out / "pruned.pt").exists()
     pruned = torch.load(out / "pruned.pt", weights_only=True)
     final = torch.load(out / "model.pt", weights_only=True)
@@ -138,6 +141,11 @@ def test_final_epochs_needs_pruning_with_finetuning(source: Path) -> None:
         CompressJobConfig(source=str(source), run_dir="o", method="prune", no_finetune=True, final_epochs=2)
     with pytest.raises(ConfigError, match="final_epochs must be an int >= 0"):
         CompressJobConfig(source=str(source), run_dir="o", method="prune", final_epochs=-1)
+    with pytest.raises(ConfigError, match=r"final_lr=0\.1 is the final fine-tune's learning rate: it "
+                                          r"needs final_epochs > 0"):
+        CompressJobConfig(source=str(source), run_dir="o", method="prune", final_lr=0.1)
+    with pytest.raises(ConfigError, match="final_lr"):
+        CompressJobConfig(source=str(source), run_dir="o", method="prune", final_epochs=2, final_lr=0.0)
     with pytest.raises(ConfigError, match="max_step_ratio"):
         CompressJobConfig(source=str(source), run_dir="o", method="prune", speedup=2.0, max_step_ratio=1.5)
 
@@ -174,6 +182,8 @@ def test_cli_bad_ratio_exits_2_naming_the_parameter(source: Path, tmp_path: Path
     assert "give exactly one goal: latency_ms or speedup" in capsys.readouterr().err
     assert main(["prune", str(source), "--run-dir", str(tmp_path / "x"), "--speedup", "2", "--tolerance", "0.7"]) == 2
     assert "tolerance must be a number in [0, 0.5), got 0.7" in capsys.readouterr().err
+    assert main(["prune", str(source), "--run-dir", str(tmp_path / "x"), "--final-lr", "0.1"]) == 2
+    assert "final_lr=0.1 is the final fine-tune's learning rate: it needs final_epochs > 0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

@@ -117,12 +117,16 @@ class PruneCommand(_CompressCommand):
         parser.add_argument("--final-epochs", type=int,
                             help="after pruning, fine-tune this many more epochs (checkpointed; a killed job "
                                  "resumes there)")
+        parser.add_argument("--final-lr", type=float,
+                            help="peak learning rate of the final fine-tune (default: the fine-tune's, 0.01); "
+                                 "a larger one (learning-rate rewinding, e.g. the source's 0.1) recovers more")
 
     def shortcuts(self, args: argparse.Namespace) -> list[tuple[str, Any]]:
         return [("prune.ratio", args.ratio), ("prune.importance", args.importance), ("prune.steps", args.steps),
                 ("finetune.epochs", args.epochs), ("distill", args.distill), ("latency_ms", args.latency_ms),
                 ("speedup", args.speedup), ("max_step_ratio", args.max_step_ratio),
                 ("goal_tolerance", args.tolerance), ("final_epochs", args.final_epochs),
+                ("final_lr", args.final_lr),
                 ("depth_search", True if args.drop_blocks == "auto" else None),
                 ("depth.blocks", None if args.drop_blocks == "auto" else args.drop_blocks),
                 ("depth.criterion", args.block_criterion), ("channel_pruning", args.channel_pruning)]

@@ -83,7 +83,10 @@ class CompressJobConfig:
     final_epochs: for "prune", after the last pruning step or round, fine-tune this many more epochs with the
         `finetune` settings (and the teacher when `distill`): the short per-step recovery keeps the rounds cheap,
         the final run restores accuracy. Checkpointed in `run_dir/final_finetune/`, the pruned weights before it
-        in `run_dir/pruned.pt`, so a killed job resumes there instead of pruning again.
+        in `run_dir/pruned.pt`, so a killed job resumes there instead of pruning again. final_lr: that run's
+        peak learning rate (None: `finetune.lr`). Fine-tuning a pruned network at a large rate again
+        (learning-rate rewinding, Renda et al. 2020) recovers more than the small rate of the per-round
+        fine-tune: README, pruning.
     student: for "distill", the zoo model to train (name "" → the source's family with `params` overrides).
     n_calibration: train images for int8 calibration; latency_repeats/latency_rounds: timing of before/after,
         interleaved on `target`, and of every latency-driven pruning round (at least 3 repeats).
@@ -110,6 +113,7 @@ class CompressJobConfig:
     depth_search_images: int = 10_000
     depth_search_judge: str = "macs"
     final_epochs: int = 0
+    final_lr: float | None = None
     student: ModelConfig = field(default_factory=lambda: ModelConfig(name="", params={}))
     n_calibration: int = 256
     target: str = "host-ort"
@@ -128,6 +132,11 @@ class CompressJobConfig:
             LatencyPruneConfig(latency_ms=self.latency_ms, speedup=self.speedup, target=self.target,
                                max_step_ratio=self.max_step_ratio, tolerance=self.goal_tolerance)
         check_int("final_epochs", self.final_epochs, 0)
+        if self.final_lr is not None:
+            check_positive("final_lr", self.final_lr)
+            if not self.final_epochs:
+                raise ConfigError(f"final_lr={self.final_lr} is the final fine-tune's learning rate: it needs "
+                                  "final_epochs > 0")
         if not isinstance(self.channel_pruning, bool):
             raise ConfigError(f"channel_pruning must be a bool, got {self.channel_pruning!r}")
         if (self.depth.blocks or not self.channel_pruning) and self.method != "prune":
@@ -304,11 +313,11 @@ def _check_source_untouched(src: Source) -> None:
         raise DataError(f"source files changed during the job: {changed}")
 
 
-def _finetune_fn(ctx: _Ctx, teacher: nn.Module | None, epochs: int | None = None,
-                 run_dir: Path | None = None) -> Callable[[nn.Module], nn.Module] | None:
+def _finetune_fn(ctx: _Ctx, teacher: nn.Module | None, epochs: int | None = None, run_dir: Path | None = None,
+                 lr: float | None = None) -> Callable[[nn.Module], nn.Module] | None:
     """Fine-tuning on the source's training split (a tenth held out for validation) with `ctx.cfg.finetune`
-    (`epochs` overrides its epoch count; `run_dir` makes it checkpointed and resumable); None with
-    `no_finetune`."""
+    (`epochs` and `lr` override its epoch count and learning rate; `run_dir` makes it checkpointed and
+    resumable); None with `no_finetune`."""
     from devicefit import data as D
     from devicefit import train as T
 
@@ -316,7 +325,8 @@ def _finetune_fn(ctx: _Ctx, teacher: nn.Module | None, epochs: int | None = None
         return None
     tr, val = D.split_train_val(ctx.train, ctx.src.data.val_fraction or 0.1, seed=ctx.cfg.finetune.seed)
     augment = D.DATASETS.get(ctx.src.data.name).augment
-    cfg = ctx.cfg.finetune if epochs is None else dataclasses.replace(ctx.cfg.finetune, epochs=epochs)
+    cfg = dataclasses.replace(ctx.cfg.finetune, epochs=ctx.cfg.finetune.epochs if epochs is None else epochs,
+                              lr=ctx.cfg.finetune.lr if lr is None else lr)
 
     def finetune(net: nn.Module) -> nn.Module:
         T.fit(net, tr, cfg, val_ds=val, teacher=teacher, augment_default=augment, progress=run_dir is not None,
@@ -424,12 +434,15 @@ def _prune(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
             T.save_weights(net, stash)
             atomic_write_json(stash_details, details)
     if cfg.final_epochs:
-        ctx.log("final fine-tune: %d epochs", cfg.final_epochs)
-        final = _finetune_fn(ctx, teacher, epochs=cfg.final_epochs, run_dir=ctx.run_dir / "final_finetune")
+        final_lr = cfg.finetune.lr if cfg.final_lr is None else cfg.final_lr
+        ctx.log("final fine-tune: %d epochs, lr %g", cfg.final_epochs, final_lr)
+        final = _finetune_fn(ctx, teacher, epochs=cfg.final_epochs, run_dir=ctx.run_dir / "final_finetune",
+                             lr=final_lr)
         assert final is not None  # no_finetune with final_epochs is refused by the config
         t0 = time.perf_counter()
         final(net)
-        details = {**details, "final_finetune": {"epochs": cfg.final_epochs, "seconds": time.perf_counter() - t0,
+        details = {**details, "final_finetune": {"epochs": cfg.final_epochs, "lr": final_lr,
+                                                 "seconds": time.perf_counter() - t0,
                                                  "checkpoint_dir": "final_finetune"}}
     T.save_weights(net, ctx.run_dir / "model.pt")
     atomic_write_json(ctx.run_dir / "spec.json", ctx.src.spec.to_dict())
