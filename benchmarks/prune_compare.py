@@ -86,9 +86,13 @@ def main() -> None:
                      "epochs": pruned_epochs(rec), "blocks_removed": blocks,
                      "round_to": met["details"].get("round_to"), "round_floor": met["details"].get("round_floor"),
                      "channel_rounds": max(len(met["details"].get("history", [])) - 1, 0),
-                     "matched": pruned_epochs(rec) == control["epochs"], "distill": bool(cfg.get("distill"))})
+                     "final_lr": cfg.get("final_lr") or cfg["finetune"]["lr"],
+                     "matched": (pruned_epochs(rec) == control["epochs"]
+                                 and cfg.get("final_lr") == control.get("final_lr")),
+                     "distill": bool(cfg.get("distill"))})
     doc = relative({"benchmark": args.name, "rows": rows, "source_accuracy": src_acc, "control_accuracy": ctl_acc,
-                    "control": args.control.name, "test_source": first["metrics"]["test_source"],
+                    "control": args.control.name, "control_final_lr": control.get("final_lr"),
+                    "test_source": first["metrics"]["test_source"],
                     "n_test": first["metrics"]["n_test"], "timing": dict(m.method), "rounds_ms": m.rounds_ms,
                     "rounds": args.rounds, "repeats": args.repeats, "threads": args.threads,
                     "machine": machine_info(), "runs": {k: str(d) for k, (d, _) in runs.items()}})
@@ -111,16 +115,18 @@ def markdown(d: dict[str, Any]) -> str:
              f"{d['repeats']} runs; speed-up = median over rounds of source / pruned (p10–p90 of the rounds in "
              "brackets). The control is the unpruned "
              f"source fine-tuned as many epochs with the same recipe ([`{d['control']}`]({d['control']})); "
-             "'matched' says whether a run trained exactly that many epochs.", "",
-             "| network | blocks removed | channel rounds | epochs | test acc. | vs source | vs control | MACs | "
-             "params | latency ms | speed-up (this timing) | speed-up (its run) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "'unmatched' marks a run that trained another number of epochs or ended at another learning rate "
+             "(final lr: the peak rate of its final fine-tune, `--final-lr`).", "",
+             "| network | blocks removed | channel rounds | epochs | final lr | test acc. | vs source | vs control | "
+             "MACs | params | latency ms | speed-up (this timing) | speed-up (its run) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in d["rows"]:
         is_run = "run_speedup" in r
         lat = f"{r['latency_ms']:.3f}" if r["latency_ms"] is not None else "(as source)"
         lines.append(
             f"| {r['label']} | {', '.join(b.rpartition('.')[2] for b in r.get('blocks_removed', [])) or '–'} | "
             f"{r.get('channel_rounds', '–')} | {r['epochs']}{'' if not is_run or r['matched'] else ' (unmatched)'} | "
+            f"{format(r['final_lr'], 'g') if is_run else '–'} | "
             f"{pct(r['accuracy'])} | {pts(r['accuracy'] - d['source_accuracy']) if r is not src else '–'} | "
             f"{pts(r['accuracy'] - d['control_accuracy']) if is_run else '–'} | {r['macs'] / 1e6:.1f} M | "
             f"{r['params']:,} | {lat} | {r['speedup']:.2f}×"
