@@ -12,6 +12,9 @@ finetune.epochs + final_epochs epochs, in `benchmarks/runs/<name>` (checkpointed
 writes benchmarks/results/<name>.{json,md}: source, control and pruned accuracy (ONNX Runtime, full test set).
 When SOURCE is not the pruned run's source checkpoint (e.g. retrained with the same recipe in another session),
 the table says so and gives both sources' accuracy.
+When the run restarted its final fine-tune at its own rate (`final_lr`, `--final-lr`), the control follows the
+same two-rate schedule: the epochs before the final ones at finetune.lr in `benchmarks/runs/<name>-rounds`, then
+final_epochs restarted at final_lr from there.
 
 To train the control while the pruning job still runs, give `--prune-result` the pruning run's directory and
 `--epochs N`: the recipe comes from the run's `config.json` (written when it starts), the control trains N
