@@ -86,9 +86,9 @@ def main() -> None:
                      "epochs": pruned_epochs(rec), "blocks_removed": blocks,
                      "round_to": met["details"].get("round_to"), "round_floor": met["details"].get("round_floor"),
                      "channel_rounds": max(len(met["details"].get("history", [])) - 1, 0),
-                     "final_lr": _final_lr(cfg),
+                     "final_lr": _final_lr(rec),
                      "matched": (pruned_epochs(rec) == control["epochs"]
-                                 and _final_lr(cfg) == (control.get("final_lr") or control["finetune"]["lr"])),
+                                 and _final_lr(rec) == (control.get("final_lr") or control["finetune"]["lr"])),
                      "distill": bool(cfg.get("distill"))})
     doc = relative({"benchmark": args.name, "rows": rows, "source_accuracy": src_acc, "control_accuracy": ctl_acc,
                     "control": args.control.name, "control_final_lr": control.get("final_lr"),
@@ -99,9 +99,11 @@ def main() -> None:
     write_result(ROOT / "results" / args.name, doc, markdown(doc))
 
 
-def _final_lr(cfg: dict[str, Any]) -> float:
-    """The peak learning rate a prune run's final fine-tune used (`final_lr`, else the per-round rate)."""
-    return float(cfg.get("final_lr") or cfg["finetune"]["lr"])
+def _final_lr(rec: dict[str, Any]) -> float:
+    """The peak learning rate a prune run's final fine-tune used: as recorded, else (records before session 20)
+    the per-round rate."""
+    ran = rec["metrics"]["details"].get("final_finetune") or {}
+    return float(ran.get("lr") or rec["config"]["finetune"]["lr"])
 
 
 def _spread(m: Any, label: str) -> list[float]:

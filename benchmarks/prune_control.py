@@ -79,6 +79,8 @@ def main() -> None:
         overrides["threads"] = args.threads
     ft = from_dict(TrainConfig, {**pcfg["finetune"], **overrides})
     final_lr, final_epochs = pcfg.get("final_lr"), int(pcfg.get("final_epochs", 0))
+    if final_lr == "source":  # --final-lr source: the rate SOURCE was trained with
+        final_lr = float(read_json(args.source / "config.json")["config"]["train"]["lr"])
     # the pruned network's schedule: rounds at finetune.lr, then (with final_lr) the final epochs at their own rate
     phases = [(epochs, ft.lr)] if final_lr is None else [(epochs - final_epochs, ft.lr), (final_epochs, final_lr)]
     if any(n < 1 for n, _ in phases):
@@ -113,7 +115,7 @@ def main() -> None:
     doc = {"benchmark": args.name, "source": args.source.name, "prune_result": linked,
            "epochs": epochs, "rounds": rounds, "round_epochs": int(pruned["config"]["finetune"]["epochs"]),
            "final_epochs": int(pruned["config"].get("final_epochs", 0)), "finetune": pcfg["finetune"] | overrides,
-           "final_lr": pruned["config"].get("final_lr"),
+           "final_lr": final_lr,
            "depth_epochs": depth_epochs(pruned), "blocks_removed": pm["details"].get("blocks", {}).get("removed", []),
            "source_accuracy": m["before"]["accuracy"], "control_accuracy": m["after"]["accuracy"],
            "pruned_source_accuracy": pm["before"]["accuracy"], "pruned_accuracy": pm["after"]["accuracy"],

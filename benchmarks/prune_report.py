@@ -59,7 +59,8 @@ def markdown(record: dict[str, Any], *, name: str, title: str, command: str) -> 
              f"Fine-tuning: SGD lr {ft['lr']}, {ft['schedule']}, batch {ft['batch_size']}, {ft['threads']} "
              f"thread(s), {ft['epochs']} epoch(s) after each pruning step"
              + (f" and {cfg['final_epochs']} final epochs" if cfg.get("final_epochs") else "")
-             + (f" restarted at lr {cfg['final_lr']}" if cfg.get("final_lr") else "")
+             + (f" restarted at lr {d['final_finetune']['lr']}" + (" (the source's)" if cfg["final_lr"] == "source"
+                                                                     else "") if cfg.get("final_lr") else "")
              + (", distilled from the source" if cfg.get("distill") else "") + f". Timing: {m['latency_method']}. "
              f"Test: {m['test_source']}. Job wall time {m['job_seconds'] / 60:.1f} min.", "",
              "| | before | after |", "|---|---:|---:|",

@@ -146,6 +146,40 @@ def test_final_epochs_needs_pruning_with_finetuning(source: Path) -> None:
         CompressJobConfig(source=str(source), run_dir="o", method="prune", final_lr=0.1)
     with pytest.raises(ConfigError, match="final_lr"):
         CompressJobConfig(source=str(source), run_dir="o", method="prune", final_epochs=2, final_lr=0.0)
+    with pytest.raises(ConfigError, match="final_lr must be a number > 0 or 'source'"):
+        CompressJobConfig(source=str(source), run_dir="o", method="prune", final_epochs=2, final_lr="fast")
+
+
+def test_final_lr_source_is_the_rate_the_source_was_trained_with(source: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from devicefit.core import to_dict
+    from devicefit.pipelines._compress_job import _final_lr
+    from devicefit.pipelines._train_job import TrainJobConfig
+
+    cfg = CompressJobConfig(source=str(source), run_dir="o", method="prune", final_epochs=2, final_lr="source")
+    assert load_source(cfg).train_lr is None  # spec.json + model.pt only: no training record
+    with pytest.raises(ConfigError, match="final_lr='source' uses the learning rate the source was trained with"):
+        _final_lr(cfg, load_source(cfg))
+    run = tmp_path / "trained"
+    shutil.copytree(source, run)
+    stamp = {"kind": "train", "config": to_dict(TrainJobConfig(train=TrainConfig(lr=0.07)))}
+    (run / "config.json").write_text(json.dumps(stamp))
+    trained = CompressJobConfig(source=str(run), run_dir="o", method="prune", final_epochs=2, final_lr="source")
+    src = load_source(trained)
+    assert src.train_lr == 0.07 and _final_lr(trained, src) == 0.07
+    assert _final_lr(CompressJobConfig(source=str(run), run_dir="o", method="prune", final_epochs=2, final_lr=0.3),
+                     src) == 0.3
+    assert _final_lr(CompressJobConfig(source=str(run), run_dir="o", method="prune", final_epochs=2,
+                                       finetune=TrainConfig(lr=0.004)), src) == 0.004
+    # the job refuses before pruning anything
+    assert main(["prune", str(source), "--run-dir", str(tmp_path / "x"), "--final-epochs", "1", "--final-lr",
+                 "source", *FAST]) == 2
+    assert "final_lr='source'" in capsys.readouterr().err and not (tmp_path / "x" / "pruned.pt").exists()
+    with pytest.raises(SystemExit):
+        main(["prune", str(source), "--run-dir", str(tmp_path / "y"), "--final-lr", "fast"])
+    assert "expected a learning rate or 'source', got 'fast'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="max_step_ratio"):
         CompressJobConfig(source=str(source), run_dir="o", method="prune", speedup=2.0, max_step_ratio=1.5)
 

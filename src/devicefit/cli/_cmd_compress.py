@@ -72,6 +72,16 @@ def _summarize(m: dict[str, Any], out: Output) -> None:
     out.set_result(**m)
 
 
+def _final_lr_arg(value: str) -> float | str:
+    """--final-lr: a learning rate or "source" (the config checks that a number is > 0)."""
+    if value == "source":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a learning rate or 'source', got {value!r}") from None
+
+
 def _blocks_arg(value: str) -> int | str:
     """--drop-blocks: a count of blocks (>= 0) or "auto"."""
     if value == "auto":
@@ -117,9 +127,10 @@ class PruneCommand(_CompressCommand):
         parser.add_argument("--final-epochs", type=int,
                             help="after pruning, fine-tune this many more epochs (checkpointed; a killed job "
                                  "resumes there)")
-        parser.add_argument("--final-lr", type=float,
+        parser.add_argument("--final-lr", type=_final_lr_arg, metavar="LR|source",
                             help="peak learning rate of the final fine-tune (default: the fine-tune's, 0.01); "
-                                 "a larger one (learning-rate rewinding, e.g. the source's 0.1) recovers more")
+                                 "'source': the rate the source run was trained with (learning-rate rewinding, "
+                                 "which recovers more)")
 
     def shortcuts(self, args: argparse.Namespace) -> list[tuple[str, Any]]:
         return [("prune.ratio", args.ratio), ("prune.importance", args.importance), ("prune.steps", args.steps),

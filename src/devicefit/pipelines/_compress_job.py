@@ -84,9 +84,9 @@ class CompressJobConfig:
         `finetune` settings (and the teacher when `distill`): the short per-step recovery keeps the rounds cheap,
         the final run restores accuracy. Checkpointed in `run_dir/final_finetune/`, the pruned weights before it
         in `run_dir/pruned.pt`, so a killed job resumes there instead of pruning again. final_lr: that run's
-        peak learning rate (None: `finetune.lr`). Fine-tuning a pruned network at a large rate again
-        (learning-rate rewinding, Renda et al. 2020) recovers more than the small rate of the per-round
-        fine-tune: README, pruning.
+        peak learning rate (None: `finetune.lr`; "source": the rate the source was trained with, read from its
+        train run's config.json). Fine-tuning a pruned network at a large rate again (learning-rate rewinding,
+        Renda et al. 2020) recovers more than the small rate of the per-round fine-tune: README, pruning.
     student: for "distill", the zoo model to train (name "" → the source's family with `params` overrides).
     n_calibration: train images for int8 calibration; latency_repeats/latency_rounds: timing of before/after,
         interleaved on `target`, and of every latency-driven pruning round (at least 3 repeats).
@@ -113,7 +113,7 @@ class CompressJobConfig:
     depth_search_images: int = 10_000
     depth_search_judge: str = "macs"
     final_epochs: int = 0
-    final_lr: float | None = None
+    final_lr: float | str | None = None
     student: ModelConfig = field(default_factory=lambda: ModelConfig(name="", params={}))
     n_calibration: int = 256
     target: str = "host-ort"
@@ -133,7 +133,12 @@ class CompressJobConfig:
                                max_step_ratio=self.max_step_ratio, tolerance=self.goal_tolerance)
         check_int("final_epochs", self.final_epochs, 0)
         if self.final_lr is not None:
-            check_positive("final_lr", self.final_lr)
+            if isinstance(self.final_lr, str):
+                if self.final_lr != "source":
+                    raise ConfigError(f"final_lr must be a number > 0 or 'source' (the source's training rate), "
+                                      f"got {self.final_lr!r}")
+            else:
+                check_positive("final_lr", self.final_lr)
             if not self.final_epochs:
                 raise ConfigError(f"final_lr={self.final_lr} is the final fine-tune's learning rate: it needs "
                                   "final_epochs > 0")
@@ -171,12 +176,14 @@ class CompressJobConfig:
 
 @dataclass
 class Source:
-    """The loaded input: model (fp32, eval), spec, files read, and the data config to use."""
+    """The loaded input: model (fp32, eval), spec, files read, the data config to use, and the peak learning
+    rate the source was trained with (None unless it is a train run with its config.json)."""
 
     model: nn.Module
     spec: ArchSpec
     files: dict[str, str]
     data: DataConfig
+    train_lr: float | None = None
 
 
 Method = Callable[["_Ctx"], tuple[nn.Module | None, Path, dict[str, Any]]]
@@ -226,7 +233,9 @@ def load_source(cfg: CompressJobConfig) -> Source:
 
         C.load_pruned_state_(model, torch.load(weights, map_location="cpu", weights_only=True))
     files = {str(p): sha256_file(p) for p in (weights, spec_path, config) if p is not None}
-    return Source(model.eval(), spec, files, _source_data(cfg, config))
+    stamp = read_json(config) if config is not None else {}
+    train_lr = float(stamp["config"]["train"]["lr"]) if stamp.get("kind") == "train" else None
+    return Source(model.eval(), spec, files, _source_data(cfg, config), train_lr)
 
 
 def _source_data(cfg: CompressJobConfig, config: Path | None) -> DataConfig:
@@ -381,6 +390,20 @@ def _search_depth(ctx: _Ctx, shape: tuple[int, ...], lcfg: LatencyPruneConfig, t
 _PRUNED, _PRUNED_DETAILS = "pruned.pt", "pruned.json"  # the pruned weights before the final fine-tune
 
 
+def _final_lr(cfg: CompressJobConfig, src: Source) -> float:
+    """The final fine-tune's peak learning rate: `cfg.final_lr`, the source's training rate for "source", or
+    `cfg.finetune.lr` when unset."""
+    if cfg.final_lr is None:
+        return cfg.finetune.lr
+    if cfg.final_lr != "source":
+        return float(cfg.final_lr)
+    if src.train_lr is None:
+        raise ConfigError(f"final_lr='source' uses the learning rate the source was trained with, but {cfg.source} "
+                          "is not a train run with its config.json (a weights file or a compress run): give "
+                          "final_lr as a number")
+    return src.train_lr
+
+
 @COMPRESS_METHODS.register("prune")
 def _prune(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
     import copy
@@ -393,6 +416,7 @@ def _prune(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
 
     cfg, shape = ctx.cfg, tuple(ctx.src.spec["input_shape"])
     teacher = ctx.src.model if cfg.distill else None
+    final_lr = _final_lr(cfg, ctx.src)  # before any pruning: a 'source' the job cannot read fails at once
     stash, stash_details = ctx.run_dir / _PRUNED, ctx.run_dir / _PRUNED_DETAILS
     if cfg.final_epochs and stash.exists() and stash_details.exists():
         net = C.load_pruned_state_(copy.deepcopy(ctx.src.model),
@@ -434,7 +458,6 @@ def _prune(ctx: _Ctx) -> tuple[nn.Module, Path, dict[str, Any]]:
             T.save_weights(net, stash)
             atomic_write_json(stash_details, details)
     if cfg.final_epochs:
-        final_lr = cfg.finetune.lr if cfg.final_lr is None else cfg.final_lr
         ctx.log("final fine-tune: %d epochs, lr %g", cfg.final_epochs, final_lr)
         final = _finetune_fn(ctx, teacher, epochs=cfg.final_epochs, run_dir=ctx.run_dir / "final_finetune",
                              lr=final_lr)
