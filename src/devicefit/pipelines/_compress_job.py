@@ -234,18 +234,17 @@ def load_source(cfg: CompressJobConfig) -> Source:
         C.load_pruned_state_(model, torch.load(weights, map_location="cpu", weights_only=True))
     files = {str(p): sha256_file(p) for p in (weights, spec_path, config) if p is not None}
     stamp = read_json(config) if config is not None else {}
-    train_lr = float(stamp["config"]["train"]["lr"]) if stamp.get("kind") == "train" else None
-    return Source(model.eval(), spec, files, _source_data(cfg, config), train_lr)
+    job = from_dict(TrainJobConfig, stamp["config"]) if stamp.get("kind") == "train" else None
+    return Source(model.eval(), spec, files, _source_data(cfg, config, job), job.train.lr if job else None)
 
 
-def _source_data(cfg: CompressJobConfig, config: Path | None) -> DataConfig:
-    """`cfg.data` when set beyond `data_dir`; else the source run's data (a train run's config, a compress run's
+def _source_data(cfg: CompressJobConfig, config: Path | None, job: TrainJobConfig | None) -> DataConfig:
+    """`cfg.data` when set beyond `data_dir`; else the source run's data (its train job `job`, a compress run's
     data.json) with `cfg.data.data_dir` when given, so a model is tested on the split it was trained for."""
     if dataclasses.replace(cfg.data, data_dir=None) != DataConfig() or config is None:
         return cfg.data
-    stamp = read_json(config)
-    if stamp.get("kind") == "train":
-        data = from_dict(TrainJobConfig, stamp["config"]).data
+    if job is not None:
+        data = job.data
     elif (config.parent / _DATA).exists():
         data = from_dict(DataConfig, read_json(config.parent / _DATA))
     else:
