@@ -40,7 +40,7 @@ from devicefit.core import (
     sha256_file,
     to_dict,
 )
-from devicefit.pipelines._compress_job import CompressJobConfig, run_compress_job
+from devicefit.pipelines._compress_job import CompressJobConfig, _final_lr, load_source, run_compress_job
 from devicefit.pipelines._train_job import DataConfig
 from devicefit.train import TrainConfig
 
@@ -79,8 +79,9 @@ def main() -> None:
         overrides["threads"] = args.threads
     ft = from_dict(TrainConfig, {**pcfg["finetune"], **overrides})
     final_lr, final_epochs = pcfg.get("final_lr"), int(pcfg.get("final_epochs", 0))
-    if final_lr == "source":  # --final-lr source: the rate SOURCE was trained with
-        final_lr = float(read_json(args.source / "config.json")["config"]["train"]["lr"])
+    if final_lr is not None:  # a number, or "source": the rate SOURCE was trained with, resolved as the job does
+        final_lr = _final_lr(from_dict(CompressJobConfig, {**pcfg, "source": str(args.source)}),
+                             load_source(CompressJobConfig(source=str(args.source), run_dir="-")))
     # the pruned network's schedule: rounds at finetune.lr, then (with final_lr) the final epochs at their own rate
     phases = [(epochs, ft.lr)] if final_lr is None else [(epochs - final_epochs, ft.lr), (final_epochs, final_lr)]
     if any(n < 1 for n, _ in phases):

@@ -52,6 +52,8 @@ def markdown(record: dict[str, Any], *, name: str, title: str, command: str) -> 
     d, b, a = m["details"], m["before"], m["after"]
     ft = cfg["finetune"]
     pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    restart = "" if not cfg.get("final_lr") else f" restarted at lr {d['final_finetune']['lr']}" + (
+        " (the source's)" if cfg["final_lr"] == "source" else "")
     lines = [f"# {title}", "", "Command:", "", f"    {command}", "",
              f"Record: [`{name}.json`]({name}.json) (the job's `compress.json`). Machine: "
              f"{record['machine'].get('cpu_model', '?')}, {record['machine'].get('usable_cpus', '?')} CPUs, flags "
@@ -59,8 +61,7 @@ def markdown(record: dict[str, Any], *, name: str, title: str, command: str) -> 
              f"Fine-tuning: SGD lr {ft['lr']}, {ft['schedule']}, batch {ft['batch_size']}, {ft['threads']} "
              f"thread(s), {ft['epochs']} epoch(s) after each pruning step"
              + (f" and {cfg['final_epochs']} final epochs" if cfg.get("final_epochs") else "")
-             + (f" restarted at lr {d['final_finetune']['lr']}" + (" (the source's)" if cfg["final_lr"] == "source"
-                                                                     else "") if cfg.get("final_lr") else "")
+             + restart
              + (", distilled from the source" if cfg.get("distill") else "") + f". Timing: {m['latency_method']}. "
              f"Test: {m['test_source']}. Job wall time {m['job_seconds'] / 60:.1f} min.", "",
              "| | before | after |", "|---|---:|---:|",
