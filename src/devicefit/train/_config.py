@@ -34,7 +34,10 @@ class TrainConfig:
         name from `devicefit.data.AUGMENTATIONS`.
     seed: seeds torch, numpy, Python `random` and the loader's shuffling and augmentation.
     threads: `torch.set_num_threads` during the run. deterministic: ask torch for
-        deterministic kernels during the run (warns where an op has none).
+        deterministic kernels during the run (warns where an op has none). A run is
+        repeatable bit for bit with the same seed *and* thread count: another thread count
+        splits the CPU kernels' sums differently, and the weights part ways within an epoch.
+        `threads` is left out of the fingerprint so that a run may resume with another.
     eval_batch_size: batch size for validation.
     distill_alpha, distill_temperature: weight of the soft-target term and its temperature,
         used only when `fit` gets a teacher.
