@@ -363,7 +363,8 @@ def train_all(args: Any, state: State, specs: dict[str, ArchSpec]) -> dict[str, 
                 onnx = args.work_dir / "onnx" / f"{name}.onnx"
                 onnx.parent.mkdir(parents=True, exist_ok=True)
                 export_onnx(net.eval(), (3, 32, 32), onnx)
-            done[key] = {"spec": spec.to_dict(), "seed": seed, "test_accuracy": acc, "test_images": len(test),
+            done[key] = {"spec": spec.to_dict(), "seed": seed, "threads": args.threads,  # both decide the weights
+                         "test_accuracy": acc, "test_images": len(test),
                          "params": sum(p.numel() for p in net.parameters()), "train_s": time.perf_counter() - t0,
                          "final_train": res.final, "images_per_s": [e.images_per_s for e in res.history]}
             log(f"  test accuracy {acc:.3f} in {time.perf_counter() - t0:.0f} s")
@@ -454,7 +455,9 @@ def summarize(args: Any, state: State, lt: LatencyTable, searched: list[dict[str
             "search_wall_s": search_s, "warmup_s": warm.get("wall_s"), "wall_s_this_call": wall_s,
             "steps_wall_s": (state.get("table") or {}).get("fit_s", 0.0) + search_s
             + sum(v["train_s"] for v in trained.values()) + final.get("wall_s", 0.0),
-            "train_s": {k: v["train_s"] for k, v in trained.items()}, "machine": machine_info()}
+            "train_s": {k: v["train_s"] for k, v in trained.items()},
+            "train_threads": {k: v.get("threads") for k, v in trained.items()},  # None: trained before it was kept
+            "machine": machine_info()}
 
 
 def _rel(path: Path) -> str:
