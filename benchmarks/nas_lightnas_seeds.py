@@ -260,7 +260,7 @@ def supernet_label(doc: dict[str, Any]) -> str:
 
 
 def _pct(v: float | None, sign: bool = False) -> str:
-    return "—" if v is None else f"{100 * v:+.1f}" if sign else f"{100 * v:.1f}%"
+    return "—" if v is None else f"{100 * v:+.1f}".replace("-", "−") if sign else f"{100 * v:.1f}%"
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -288,8 +288,9 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| MobileNetV2 ×{m['width']:g} | {_pct(m['test_accuracy'])} ({per}) |")
     rep = doc["reproduced"]
     lines += ["", f"Determinism check: {rep['exact']} of {rep['checked']} networks re-trained with the original seed "
-              "reproduced the originally recorded 1,000-image test accuracy exactly (training is deterministic for "
-              "one thread count; the original runs' thread counts are in their settings):", "",
+              "reproduced the originally recorded 1,000-image test accuracy exactly. Training repeats bit for bit "
+              "only at one thread count, and the original results do not record the count each network trained "
+              "with (their settings are the last invocation's):", "",
               "| network | original | re-trained |", "|---|---:|---:|"]
     for r in doc["family"] + doc["searched"]:
         if r["reproduced_bundled"] is not None:
