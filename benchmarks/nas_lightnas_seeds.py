@@ -201,7 +201,7 @@ def interp_family(ms: float, fam_ms: list[float], fam_acc: list[float]) -> float
 
 def summarize(args: Any, results: dict[str, dict[str, Any]], done: dict[tuple[str, int], dict[str, Any]],
               seeds: list[int], wall_s: float) -> dict[str, Any]:
-    split = "full" if any("test_accuracy_full" in r for r in done.values()) else "bundled"
+    split = "full" if all("test_accuracy_full" in r for r in done.values()) else "bundled"  # one split for all
     acc = {k: r[f"test_accuracy_{split}"] for k, r in done.items()}
 
     def seeds_of(key: str) -> list[int]:
