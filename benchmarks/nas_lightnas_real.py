@@ -48,6 +48,7 @@ import copy
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -569,6 +570,20 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_result(name: str, doc: dict[str, Any], plot: Callable[[dict[str, Any], Path], None],
+                 markdown: Callable[[dict[str, Any]], str]) -> str:
+    """Write results/<name>.json, the plot as docs/images/<name, dashed>.png and results/<name>.md linking it (each
+    atomically); return the Markdown."""
+    out = RESULTS / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out.with_suffix(".json"), doc)
+    image = IMAGES / (name.replace("_", "-") + ".png")
+    plot(doc, image)
+    text = markdown(doc) + f"\n![accuracy against measured latency](../../docs/images/{image.name})\n"
+    atomic_write_text(out.with_suffix(".md"), text)
+    return text
+
+
 def main() -> None:
     args = parse()
     if args.data_dir is None:  # the bundled subset, as documented; load_dataset would else read the env
@@ -587,14 +602,7 @@ def main() -> None:
     trained = train_all(args, state, {k: v for k, v in specs.items() if not (args.skip_train and
                                                                              k.startswith("lightnas-"))})
     doc = summarize(args, state, lt, searched, trained, final, time.perf_counter() - t0)
-    out = RESULTS / args.name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out.with_suffix(".json"), doc)
-    image = IMAGES / (args.name.replace("_", "-") + ".png")
-    plot(doc, image)
-    text = markdown(doc) + f"\n![accuracy against measured latency](../../docs/images/{image.name})\n"
-    atomic_write_text(out.with_suffix(".md"), text)
-    print(text)
+    print(write_result(args.name, doc, plot, markdown))
 
 
 if __name__ == "__main__":

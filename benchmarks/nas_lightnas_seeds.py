@@ -43,7 +43,6 @@ from devicefit.core import (
     ConfigError,
     atomic_open,
     atomic_write_json,
-    atomic_write_text,
     machine_info,
     read_json,
 )
@@ -54,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import nas_lightnas_real as L  # noqa: E402  (the benchmark whose results are re-trained)
 
-RESULTS, IMAGES = HERE / "results", HERE.parent / "docs" / "images"
+RESULTS = HERE / "results"
 DEFAULT_RESULTS = ["nas_lightnas_real-w075-long", "nas_lightnas_real-w075"]
 
 
@@ -355,13 +354,7 @@ def main() -> None:
     if not done:
         raise ConfigError("no finished job to report on")
     doc = summarize(args, results, done, args.seeds, time.perf_counter() - t0)
-    out = RESULTS / args.name
-    atomic_write_json(out.with_suffix(".json"), doc)
-    image = IMAGES / (args.name.replace("_", "-") + ".png")
-    plot(doc, image)
-    text = markdown(doc) + f"\n![accuracy against measured latency](../../docs/images/{image.name})\n"
-    atomic_write_text(out.with_suffix(".md"), text)
-    print(text)
+    print(L.write_result(args.name, doc, plot, markdown))
 
 
 if __name__ == "__main__":
