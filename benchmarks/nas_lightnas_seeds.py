@@ -266,7 +266,8 @@ def markdown(doc: dict[str, Any]) -> str:
     n = doc["test_images"]
     lines = [f"# {doc['benchmark']}", "",
              f"LightNAS's searched networks and the MobileNetV2 family re-trained from scratch with seeds "
-             f"{', '.join(map(str, doc['seeds']))} ({doc['recipe']['epochs']} epochs, {doc['train_images']} "
+             f"{', '.join(map(str, doc['seeds']))} (those that finished: each row lists its seeds' figures; "
+             f"{doc['recipe']['epochs']} epochs, {doc['train_images']} "
              f"bundled training images, the results' own recipe, {doc['threads']} thread per process), tested on "
              f"{n:,} CIFAR-10 test images. Latencies are the results' own side-by-side measurements (host-ort fp32, "
              "batch 1, 1 thread); the family is interpolated at each searched network's measured latency, seed by "
