@@ -195,3 +195,30 @@ def test_prune_command_takes_the_depth_options(source: Path, tmp_path: Path,
     assert record["config"]["depth"]["blocks"] == 1 and record["config"]["channel_pruning"] is False
     assert len(m["details"]["blocks"]["removed"]) == 1 and m["after"]["macs"] < m["before"]["macs"]
     assert "round_to" in m["details"] and "history" not in m["details"]  # no channel pruning ran
+
+
+@pytest.mark.parametrize("criterion", C.BLOCK_CRITERIA.names())
+def test_block_scores_for_chosen_paths_equal_the_full_scoring(criterion: str) -> None:
+    net, batches = _resnet20(), _batches(1)
+    full = C.block_scores(net, batches, criterion)
+    some = C.block_scores(net, batches, criterion, paths=["features.8", "features.2"])
+    assert list(some) == ["features.8", "features.2"]
+    assert some == {p: pytest.approx(full[p], rel=1e-6) for p in some}
+    assert C.block_scores(net, batches, criterion, paths=[]) == {}
+    with pytest.raises(ConfigError, match=r"paths: features\.0, head not removable .*removable: features\.1"):
+        C.block_scores(net, batches, criterion, paths=["features.0", "head", "features.1"])
+
+
+def test_greedy_removal_scores_only_the_blocks_it_may_remove(monkeypatch: pytest.MonkeyPatch) -> None:
+    net, scored = _resnet20(), []
+    allowed = C.droppable_blocks(net, keep_per_stage=True)
+    real = C.BLOCK_CRITERIA.get("loss")
+
+    def counting(model: nn.Module, path: str, batches: list) -> float:
+        scored.append(path)
+        return real(model, path, batches)
+
+    monkeypatch.setitem(C.BLOCK_CRITERIA._items, "loss", counting)
+    pruner = C.DepthPruner(C.DepthPruneConfig(blocks=2)).fit(net, SHAPE, batches=_batches(1))
+    assert set(scored) <= set(allowed) and len(scored) == 2 * len(allowed) - 1
+    assert all(set(r) <= set(allowed) for r in pruner.scores_)

@@ -141,13 +141,21 @@ def _branch_norm(model: nn.Module, path: str, batches: Sequence[tuple[torch.Tens
 
 
 def block_scores(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                 criterion: str = "loss") -> dict[str, float]:
-    """{path: score} for every removable block of `model` under the registered `criterion` (lower: removed
-    first)."""
+                 criterion: str = "loss", paths: Sequence[str] | None = None) -> dict[str, float]:
+    """{path: score} for every removable block of `model` (or only those in `paths`, each of which must be
+    one) under the registered `criterion` (lower: removed first). A path that is not a removable block →
+    ConfigError naming it and the removable ones."""
     score = BLOCK_CRITERIA.get(criterion)
     if not batches:
         raise ConfigError("block scores need at least one (x, y) batch")
-    return {p: score(model, p, batches) for p in removable_blocks(model)}
+    blocks = removable_blocks(model)
+    if paths is not None:
+        unknown = [p for p in paths if p not in blocks]
+        if unknown:
+            raise ConfigError(f"paths: {', '.join(unknown)} not removable residual block(s) of "
+                              f"{type(model).__name__} (removable: {', '.join(blocks) or 'none'})")
+        blocks = list(paths)
+    return {p: score(model, p, batches) for p in blocks}
 
 
 @dataclass(frozen=True)
@@ -211,7 +219,8 @@ class DepthPruner:
         before = analyze(model.eval(), input_shape)
         net, removed, rounds = copy.deepcopy(model).eval(), [], []
         for _ in range(cfg.blocks):
-            scores = {p: s for p, s in block_scores(net, batches, cfg.criterion).items() if p in allowed}
+            scores = block_scores(net, batches, cfg.criterion,
+                                  paths=[p for p in removable_blocks(net) if p in allowed])
             rounds.append(scores)
             worst = min(scores, key=lambda p: scores[p])
             net = bypass_blocks(net, [worst])
