@@ -228,7 +228,7 @@ def summarize(args: Any, results: dict[str, dict[str, Any]], done: dict[tuple[st
                 if s.get("test_accuracy_seeds") else s.get("test_accuracy"),
                 "original_delta_bundled": s.get("accuracy_gain_over_mbv2"),
                 "reproduced_bundled": done[(key, orig_seed)]["test_accuracy_bundled"]
-                if (key, orig_seed) in done else None})
+                if (key, orig_seed) in done else None, "original_threads": trained_threads(results, stem, s["name"])})
     family = []
     first = next(iter(results.values()))
     for m in first["mbv2"]:
@@ -240,7 +240,8 @@ def summarize(args: Any, results: dict[str, dict[str, Any]], done: dict[tuple[st
                                        for stem, d in results.items()},
                        "original_test_accuracy_bundled": m["test_accuracy_seeds"][0],
                        "reproduced_bundled": done[(m["name"], first["settings"]["seed"])]["test_accuracy_bundled"]
-                       if (m["name"], first["settings"]["seed"]) in done else None})
+                       if (m["name"], first["settings"]["seed"]) in done else None,
+                       "original_threads": trained_threads(results, next(iter(results)), m["name"])})
     checks = [(r["original_test_accuracy_bundled"], r["reproduced_bundled"]) for r in rows + family
               if r["reproduced_bundled"] is not None]
     any_row = next(iter(done.values()))
@@ -251,6 +252,23 @@ def summarize(args: Any, results: dict[str, dict[str, Any]], done: dict[tuple[st
             "reproduced": {"checked": len(checks), "exact": sum(abs(a - b) < 1e-9 for a, b in checks)},
             "train_s": {f"{k}#seed{s}": r["train_s"] for (k, s), r in done.items()},
             "jobs_done": len(done), "wall_s_this_call": wall_s, "machine": machine_info()}
+
+
+def trained_threads(results: dict[str, dict[str, Any]], stem: str, name: str) -> int | None:
+    """The thread count network `name` of result `stem` was originally trained with: its `train_threads` entry,
+    else the run's `threads` setting (the run's state file refuses a rerun with another count). A family member
+    taken over with `--reuse-from` from another of `results` (its recorded training time is that run's, to the
+    bit) has that run's count."""
+    doc = results[stem]
+    kept = (doc.get("train_threads") or {}).get(name)
+    if kept is not None:
+        return int(kept)
+    src = Path(doc["settings"].get("reuse_from") or "").name
+    if name.startswith("mbv2-") and src in results and src != stem and \
+            doc["train_s"].get(name) == results[src]["train_s"].get(name):
+        return trained_threads(results, src, name)
+    own = doc["settings"].get("threads")
+    return None if own is None else int(own)
 
 
 def supernet_label(doc: dict[str, Any]) -> str:
@@ -289,13 +307,15 @@ def markdown(doc: dict[str, Any]) -> str:
     rep = doc["reproduced"]
     lines += ["", f"Determinism check: {rep['exact']} of {rep['checked']} networks re-trained with the original seed "
               "reproduced the originally recorded 1,000-image test accuracy exactly. Training repeats bit for bit "
-              "only at one thread count, and the original results do not record the count each network trained "
-              "with (their settings are the last invocation's):", "",
-              "| network | original | re-trained |", "|---|---:|---:|"]
+              f"only at one thread count: these re-trainings used {doc['threads']} per process, the originals the "
+              "count in the last column (a run's state file pins it; a family taken over with `--reuse-from` has "
+              "its source's):", "",
+              "| network | original | re-trained | original threads |", "|---|---:|---:|---:|"]
     for r in doc["family"] + doc["searched"]:
         if r["reproduced_bundled"] is not None:
             name = f"MobileNetV2 ×{r['width']:g}" if "width" in r else f"{r['result']}/{r['name']}"
-            lines.append(f"| {name} | {_pct(r['original_test_accuracy_bundled'])} | {_pct(r['reproduced_bundled'])} |")
+            lines.append(f"| {name} | {_pct(r['original_test_accuracy_bundled'])} | {_pct(r['reproduced_bundled'])} "
+                         f"| {r.get('original_threads') or '?'} |")
     lines += ["",
               f"Jobs finished: {doc['jobs_done']}; training time {sum(doc['train_s'].values()) / 60:.0f} min "
               "of process time in all."]
