@@ -219,8 +219,7 @@ class DepthPruner:
         before = analyze(model.eval(), input_shape)
         net, removed, rounds = copy.deepcopy(model).eval(), [], []
         for _ in range(cfg.blocks):
-            scores = block_scores(net, batches, cfg.criterion,
-                                  paths=[p for p in removable_blocks(net) if p in allowed])
+            scores = block_scores(net, batches, cfg.criterion, paths=[p for p in allowed if p not in removed])
             rounds.append(scores)
             worst = min(scores, key=lambda p: scores[p])
             net = bypass_blocks(net, [worst])
